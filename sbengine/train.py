@@ -8,6 +8,7 @@ split and the validation split; the best-on-validation snapshot is kept, never o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -86,6 +87,41 @@ class StepSchedule:
 
 
 @dataclass
+class AdversarialTraining:
+    """PGD inside the loop (PAPER_SPEC §7.2): every batch is replaced by its PGD perturbation before the step.
+
+    ``attack`` and ``eval_attack`` are PGD settings (``sbengine.attacks.PGDConfig`` fields); the evaluation
+    attack defaults to the training one. The attack runs with BatchNorm on batch statistics but without
+    updating the running statistics (§12.12). At each evaluation the robust accuracy and the S- and
+    S^c-randomized accuracies on the validation split (at most ``eval_examples`` rows) join the history, and
+    ``select="best_val"`` picks the highest *robust* validation accuracy. With adversarial training the
+    stop rule's ``train_loss`` is the adversarial training loss averaged since the previous evaluation.
+    """
+
+    attack: dict[str, Any]
+    eval_attack: dict[str, Any] | None = None
+    mixed_precision: bool = True
+    eval_examples: int = 2000
+
+    def pgd_configs(self):
+        from sbengine.attacks import PGDConfig
+
+        try:
+            train_cfg = PGDConfig.from_dict(self.attack)
+            eval_cfg = PGDConfig.from_dict(self.eval_attack) if self.eval_attack is not None else train_cfg
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"adversarial: {exc}") from None
+        return train_cfg, eval_cfg
+
+    def validate(self) -> None:
+        _check(isinstance(self.attack, dict), "adversarial.attack must be an object of PGD settings")
+        _check(isinstance(self.mixed_precision, bool), "adversarial.mixed_precision must be true or false")
+        _check(_is_int(self.eval_examples) and self.eval_examples >= 1,
+               f"adversarial.eval_examples must be a positive integer, got {self.eval_examples!r}")
+        self.pgd_configs()
+
+
+@dataclass
 class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -96,6 +132,7 @@ class TrainConfig:
     eval_every: int = 1000
     select: str = "final"
     schedule: StepSchedule | None = None
+    adversarial: AdversarialTraining | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -106,6 +143,7 @@ class TrainConfig:
         d = dict(d)
         stop = d.pop("stop", None)
         schedule = d.pop("schedule", None)
+        adversarial = d.pop("adversarial", None)
         cfg = cls(**d)
         if stop is not None:
             _check(isinstance(stop, dict), "training.stop must be an object")
@@ -116,6 +154,12 @@ class TrainConfig:
             _check(isinstance(schedule, dict) and set(schedule) == {"step_epochs", "gamma"},
                    "training.schedule must be {\"step_epochs\": N, \"gamma\": G}")
             cfg.schedule = StepSchedule(**schedule)
+        if adversarial is not None:
+            _check(isinstance(adversarial, dict), "training.adversarial must be an object")
+            unknown = sorted(set(adversarial) - set(AdversarialTraining.__dataclass_fields__))
+            _check(not unknown, f"training.adversarial: unknown option {unknown[0]!r}" if unknown else "")
+            _check("attack" in adversarial, "training.adversarial.attack is required")
+            cfg.adversarial = AdversarialTraining(**adversarial)
         cfg.validate()
         return cfg
 
@@ -132,6 +176,8 @@ class TrainConfig:
         self.stop.validate()
         if self.schedule is not None:
             self.schedule.validate()
+        if self.adversarial is not None:
+            self.adversarial.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,6 +277,14 @@ def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, c
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
     checkpoint_every = checkpoint_every or config.eval_every
 
+    adversary = None
+    if config.adversarial is not None:
+        from sbengine.adversarial import Adversary
+
+        adversary = Adversary(config.adversarial, dataset, device=device, seed=seed)
+    selection_key = "robust_accuracy" if adversary is not None else "val_accuracy"
+    loss_sum, loss_count = torch.zeros((), device=device), 0
+
     step = 0
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
@@ -259,23 +313,29 @@ def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, c
 
     def run_evaluation() -> bool:
         """Record metrics; returns True when training must stop because it diverged."""
-        nonlocal best, converged_at
+        nonlocal best, converged_at, loss_sum, loss_count
         train_acc, train_loss = evaluate(model, train_split.x, train_split.y, device=device)
         row: dict[str, Any] = {"step": step, "epoch": step // batches_per_epoch,
                                "train_accuracy": train_acc, "train_loss": train_loss}
+        if loss_count:
+            row["batch_loss"] = loss_sum.item() / loss_count
+            loss_sum, loss_count = torch.zeros((), device=device), 0
         if val is not None:
             row["val_accuracy"], row["val_loss"] = evaluate(model, *val, device=device)
-            if step > 0 and (best is None or row["val_accuracy"] >= best["val_accuracy"]):
-                best = {"step": step, "val_accuracy": row["val_accuracy"], "state": snapshot()}
+        if adversary is not None:
+            row.update(adversary.evaluate(model))
+        if step > 0 and selection_key in row and (best is None or row[selection_key] >= best["score"]):
+            best = {"step": step, "score": row[selection_key], "state": snapshot()}
         row["seconds"] = round(elapsed_before + time.perf_counter() - started, 3)
         history.append(row)
         report(progress, "train", step, max_updates, **{k: v for k, v in row.items() if k != "step"})
-        losses = [train_loss, row.get("val_loss", 0.0)]
+        losses = [train_loss, row.get("val_loss", 0.0), row.get("batch_loss", 0.0)]
         if any(not math.isfinite(v) or v > DIVERGENCE_LOSS for v in losses):
             return True
+        loss_for_stop = row.get("batch_loss", train_loss) if adversary is not None else train_loss
         if converged_at is None and (
             (stop.train_accuracy is not None and train_acc >= stop.train_accuracy)
-            or (stop.train_loss is not None and train_loss < stop.train_loss)
+            or (stop.train_loss is not None and loss_for_stop < stop.train_loss and step > 0)
         ):
             converged_at = step
         return False
@@ -303,9 +363,15 @@ def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, c
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at_epoch(config, epoch)
         xb, yb = train_split.batch(perm[position * config.batch_size : (position + 1) * config.batch_size])
+        if adversary is not None:
+            xb = adversary.perturb(model, xb, yb, step)
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(xb), yb).backward()
+        with adversary.autocast() if adversary is not None else contextlib.nullcontext():
+            loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
         optimizer.step()
+        loss_sum += loss.detach().float()
+        loss_count += 1
         step += 1
         if step % progress_every == 0:
             report(progress, "train", step, max_updates)
@@ -317,7 +383,9 @@ def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, c
         model.load_state_dict(best["state"])
         selected_step = best["step"]
     model.eval()
-    metrics = _final_metrics(model, dataset, device)
+    last = history[-1]
+    known = {k: last[k] for k in ("train_accuracy", "train_loss", "val_accuracy", "val_loss") if k in last}
+    metrics = _final_metrics(model, dataset, device, known=known if selected_step == last["step"] else {})
     seconds = elapsed_before + time.perf_counter() - started
     return TrainResult(
         updates=step,
@@ -330,9 +398,12 @@ def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, c
     )
 
 
-def _final_metrics(model: torch.nn.Module, dataset: Dataset, device: str) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _final_metrics(model: torch.nn.Module, dataset: Dataset, device: str, known: dict[str, float]) -> dict[str, float]:
+    """Accuracy and loss on every split, reusing what the last evaluation measured on these same weights."""
+    out: dict[str, float] = dict(known)
     for name, (x, y) in dataset.splits.items():
+        if f"{name}_accuracy" in out:
+            continue
         logits = predict_logits(model, x, device=device)
         out[f"{name}_accuracy"], out[f"{name}_loss"] = accuracy_and_loss(logits, torch.from_numpy(y))
     return out

@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
-EXPERIMENT_NAMES = ("lms5", "ms57", "noisy-lms7", "ms7")
+# Kept in step with sbengine.reproduce.EXPERIMENTS (a test checks) so that --help needs no torch import.
+EXPERIMENT_NAMES = ("lms5", "ms57", "noisy-lms7", "ms7", "ensemble-lms5", "uap-lms5", "uap-ms57", "mnist-cifar",
+                    "mnist-cifar-ensemble", "mnist-cifar-adversarial")
 
 ROWS = (
     ("updates", "updates", "{:.0f}"),
@@ -18,13 +20,22 @@ ROWS = (
     ("sc_randomized_auc", "S^c-randomized AUC", "{:.3f}"),
     ("s_randomized_accuracy", "S-randomized accuracy", "{:.3f}"),
     ("sc_randomized_accuracy", "S^c-randomized accuracy", "{:.3f}"),
+    ("member_test_accuracy", "member test accuracy (mean)", "{:.4f}"),
+    ("member_s_randomized_auc", "member S-randomized AUC (mean)", "{:.3f}"),
+    ("robust_test_accuracy", "robust test accuracy", "{:.4f}"),
+    ("pgd_accuracy", "accuracy under l2 PGD", "{:.4f}"),
+    ("pgd_simple_share", "PGD share of l2 mass on S", "{:.4f}"),
+    ("uap_accuracy", "accuracy under l2 UAP (SGD)", "{:.4f}"),
+    ("uap_simple_share", "UAP share on S (SGD)", "{:.4f}"),
+    ("svd_uap_accuracy", "accuracy under l2 UAP (SVD)", "{:.4f}"),
+    ("svd_uap_simple_share", "UAP share on S (SVD)", "{:.4f}"),
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "reproduce",
-        help="rerun a paper experiment (lms5, ms57, noisy-lms7, ms7) and compare with the paper",
+        help="rerun a paper experiment and compare with the paper",
         description="Generate the data, train the model and audit it exactly as the paper's notebook did "
         "(with a validation split, seeds and repeated randomizations), then print our figures beside the paper's.",
     )
@@ -33,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed for data, init, shuffling (default 0)")
     p.add_argument("--n-train", type=_positive_int, default=None, help="training-set size (default: the paper's)")
     p.add_argument("--eval-every", type=_positive_int, default=None, help="evaluate every N updates")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="cap training at N epochs")
+    p.add_argument("--repeats", type=_positive_int, default=5, help="randomization repeats (default 5)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
     p.set_defaults(handler=run)
 
@@ -64,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with _progress_bar(console, EXPERIMENTS[args.name].title, quiet=False) as on_progress:
             result = run_experiment(args.name, seed=args.seed, n_train=args.n_train, eval_every=args.eval_every,
-                                    device=args.device, progress=on_progress)
-    except ValueError as exc:
+                                    epochs=args.epochs, repeats=args.repeats, device=args.device, progress=on_progress)
+    except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps(result))
@@ -109,16 +122,18 @@ def _print_table(result: dict[str, Any]) -> None:
     console.print(f"[bold]{result['title']}[/bold]")
     console.print(f"[dim]{result['source']} · seed {result['seed']} · {result['device']} · "
                   f"{result['updates']:,} updates in {result['train_seconds']:.1f} s ({result['stopped_because']}) · "
-                  f"{result['repeats']} randomization repeats[/dim]")
+                  f"{result.get('repeats', 0)} randomization repeats[/dim]")
     table = Table()
     table.add_column("metric")
     table.add_column("sbaudit", justify="right")
     table.add_column("paper", justify="right")
     paper = result["paper"]
     for key, label, fmt in ROWS:
+        if key not in result and key not in paper:
+            continue
         ours = result.get(key)
         ours_text = fmt.format(ours) if ours is not None else "—"
-        if key in ("s_randomized_auc", "sc_randomized_auc"):
+        if key in ("s_randomized_auc", "sc_randomized_auc") and key + "_std" in result:
             ours_text += f" ± {result[key + '_std']:.3f}"
         table.add_row(label, ours_text, fmt.format(paper[key]) if key in paper else "—")
     console.print(table)

@@ -12,16 +12,6 @@ VECTOR = [name for name, arch in ARCHITECTURES.items() if arch.input == "vector"
 IMAGE = [name for name, arch in ARCHITECTURES.items() if arch.input == "image"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These are tiny forward passes: extra intra-op threads only spin, and on a busy 2-core runner they
-    more than double the wall time of this file."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def fcn(input_shape=(50,), num_classes=2, **options) -> nn.Module:
     return build_model({"name": "fcn", **options}, input_shape=input_shape, num_classes=num_classes)
 
