@@ -13,7 +13,7 @@ One LMS-5 dataset and one (200,1)-FCN trained as nb06 cell 5; then, in one proce
   torchattacks clamps to [0, 1] and assumes 4-D inputs, so it attacks the same model behind an exact affine
   map from [0, 1] onto the data range, with ε and η rescaled; the two perturbations should then coincide.
 
-Prints one JSON line. Needs the bench extra (``pip install -e '.[bench]'``).
+Prints one JSON line. Needs the bench baselines: ``make bench`` installs them (ART, and torchattacks with --no-deps).
 
     .venv/bin/python bench/uap.py [--n-train 100000] [--fit 1000] [--art-max-iter 1] [--seed 0]
 """

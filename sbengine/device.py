@@ -37,19 +37,21 @@ def generator(seed: int, *streams: int) -> torch.Generator:
     return torch.Generator().manual_seed(mixed)
 
 
-SMALL_MODEL_PARAMETERS = 2_000_000
+# Below this many multiply-adds per step (≈ parameters × batch rows) a model runs single-threaded.
+SINGLE_THREAD_WORK = 8_000_000
 
 
 @contextmanager
-def cpu_threads_for(model: torch.nn.Module, device: str):
-    """Run small models single-threaded on the CPU.
+def cpu_threads_for(model: torch.nn.Module, device: str, batch_size: int = 256):
+    """Run small models single-threaded on the CPU; larger ones keep torch's thread setting.
 
-    A (100,2)-FCN step is ~0.2 ms of arithmetic; OpenMP's hand-offs between threads cost more than that, and
-    when another process shares the cores (the API server, a second job) spinning threads slow it >10×.
+    A (100,2)-FCN step is ~4M multiply-adds: OpenMP's hand-offs between threads cost more than they save,
+    and when another process shares the cores (the API server, a second job) spinning threads slow such a
+    step >10x. A (300,2)-FCN (27M per step) or a CNN gains from every core.
     """
     previous = torch.get_num_threads()
-    small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS
-    if device == "cpu" and small:
+    work = sum(p.numel() for p in model.parameters()) * batch_size
+    if device == "cpu" and work < SINGLE_THREAD_WORK:
         torch.set_num_threads(1)
     try:
         yield

@@ -259,7 +259,7 @@ def train(
     """
     config.validate()
     device = resolve_device(device)
-    with cpu_threads_for(model, device):
+    with cpu_threads_for(model, device, config.batch_size):
         return _train(model, dataset, config, seed=seed, device=device, progress=progress,
                       checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every)
 

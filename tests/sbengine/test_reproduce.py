@@ -57,3 +57,22 @@ def test_uap_lms5_small():
     assert out["uap_accuracy"] <= 0.1 and out["uap_simple_share"] >= 0.95
     assert out["uap_norm"] == pytest.approx(1.0, abs=1e-4)
     assert (out["uap_fit_split"], out["uap_eval_split"]) == ("val", "test")
+
+
+def test_ensemble_lms5_small():
+    out = run_experiment("ensemble-lms5", n_train=4000, eval_every=500, repeats=2, device="cpu")
+    assert out["size"] == 3 and len(out["member_test_accuracies"]) == 3
+    assert out["test_accuracy"] >= 0.99
+    assert 0.4 <= out["s_randomized_auc"] <= 0.6 and out["sc_randomized_auc"] >= 0.99
+
+
+def test_mnist_cifar_ensemble_runs_on_tiny_files(raw_dir):
+    out = run_experiment("mnist-cifar-ensemble", n_train=24, epochs=1, repeats=1, raw_data_dir=str(raw_dir),
+                         device="cpu")
+    assert out["size"] == 3 and np.isfinite(out["s_randomized_auc"])
+
+
+def test_cli_names_match_the_experiments():
+    from worker.cli_reproduce import EXPERIMENT_NAMES
+
+    assert set(EXPERIMENT_NAMES) == set(EXPERIMENTS)
