@@ -112,14 +112,58 @@ def block_shares(shares: dict[str, Any], *, title: str = "Share of the perturbat
 def ensemble_members(summary: dict[str, Any], *, title: str = "Members vs ensemble") -> bytes:
     """Test accuracy and S-/S^c-randomized AUC of every member next to the ensemble's."""
     plt, fig, ax = _figure()
-    entries = [*summary["members"], {**summary["ensemble"], "name": "ensemble"}]
+    entries = [*summary["members"], summary["ensemble"]]
     names = [e.get("name", f"member {i}") for i, e in enumerate(entries)]
     x = np.arange(len(entries))
     for offset, key, label in ((-0.25, "test_accuracy", "test accuracy"), (0.0, "s_randomized_auc", "S-rand. AUC"),
                                (0.25, "sc_randomized_auc", "S$^c$-rand. AUC")):
-        ax.bar(x + offset, [e.get(key, np.nan) for e in entries], width=0.25, label=label)
+        ax.bar(x + offset, [np.nan if e.get(key) is None else e[key] for e in entries], width=0.25, label=label)
     ax.set_xticks(x, names, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
     ax.legend(frameon=False, fontsize=8)
     return _png(plt, fig)
+
+
+def audit_figures(audit: dict[str, Any], dataset) -> dict[str, bytes]:
+    """Every figure an audit result supports, by artifact name (``<name>.png``)."""
+    r = audit["results"]
+    out: dict[str, bytes] = {}
+    rand = r.get("randomization")
+    if rand and "histograms" in rand:
+        out["logit_histograms"] = logit_histograms(rand["histograms"])
+    for method, rows in (r.get("feature_dependence") or {}).items():
+        out[f"dependence_{method}"] = dependence_bars(rows, title=f"Feature dependence ({method})")
+    bounds = [(b.name, b.indices[0], b.indices[-1] + 1) for b in dataset.blocks
+              if b.indices == tuple(range(b.indices[0], b.indices[-1] + 1))]
+    pgd = r.get("pgd")
+    if pgd:
+        if pgd.get("heatmap"):
+            out["pgd_heatmap"] = perturbation_heatmap(pgd["heatmap"], block_bounds=bounds,
+                                                      title="PGD perturbations (canonical coordinates)")
+        out["pgd_block_share"] = block_shares(pgd["block_share"], title="Share of the PGD perturbation per block")
+    uap = r.get("uap")
+    if uap:
+        if uap.get("uap"):
+            out["uap_vector"] = perturbation_heatmap([_unit_max(uap["uap"])], block_bounds=bounds,
+                                                     title="Universal perturbation (canonical coordinates)")
+        out["uap_block_share"] = block_shares(uap["block_share"], title="Share of the UAP per block")
+    ens = r.get("ensemble")
+    if ens:
+        out["ensemble_members"] = ensemble_members(_ensemble_rows(ens))
+    return out
+
+
+def _unit_max(v: list[float]) -> list[float]:
+    m = max(abs(x) for x in v) or 1.0
+    return [x / m for x in v]
+
+
+def _ensemble_rows(summary: dict[str, Any]) -> dict[str, Any]:
+    def flat(row: dict[str, Any], name: str) -> dict[str, Any]:
+        return {"name": name, "test_accuracy": row["test_accuracy"],
+                "s_randomized_auc": (row.get("s_randomized_auc") or {}).get("mean"),
+                "sc_randomized_auc": (row.get("sc_randomized_auc") or {}).get("mean")}
+
+    return {"members": [flat(m, f"member {i}") for i, m in enumerate(summary["members"])],
+            "ensemble": flat(summary["ensemble"], "ensemble")}

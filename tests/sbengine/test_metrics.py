@@ -152,5 +152,5 @@ def test_run_audit_returns_verdict_and_requested_checks(lms5):
     assert set(out["results"]["feature_dependence"]) == {"random", "swap"}
     only_dep = run_audit(model, lms5, checks=["feature_dependence"], repeats=2)
     assert only_dep["verdict_code"] == "exclusively_s" and "randomization" not in only_dep["results"]
-    with pytest.raises(ValueError, match="unknown audit check 'pgd'"):
-        run_audit(model, lms5, checks=["pgd"])
+    with pytest.raises(ValueError, match="unknown audit check 'fgsm'"):
+        run_audit(model, lms5, checks=["fgsm"])
