@@ -16,11 +16,25 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# Embedded mode: SQLite + local executor in ./sbaudit-data, http://127.0.0.1:8000. Prints the admin key on first start.
+serve: $(STAMP)
+	$(BIN)/sbaudit serve
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
+	touch $(BENCH_STAMP)
+
+# Engine benchmarks; each prints one JSON line (see BENCHMARKS.md).
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/train_lms5.py
+	$(BIN)/python bench/ensemble.py
+	$(BIN)/python bench/uap.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -18,7 +18,6 @@ from torch import nn
 
 from sbengine.models.fcn import ACTIVATIONS, FCN
 from sbengine.models.sequence import CNN1d, RecurrentClassifier
-from sbengine.models.vision import VISION_MODELS
 
 
 @dataclass(frozen=True)
@@ -123,8 +122,18 @@ def _recurrent(cell: str) -> Callable[..., nn.Module]:
     return build
 
 
-def _vision(constructor: Callable[[int], nn.Module]) -> Callable[..., nn.Module]:
-    return lambda input_shape, num_classes: constructor(num_classes)
+# Names only: sbengine.models.vision (and torchvision, seconds to import) loads on the first vision build.
+VISION_NAMES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "densenet121", "googlenet", "vgg11_bn",
+                "vgg13_bn", "vgg16_bn", "vgg19_bn")
+
+
+def _vision(name: str) -> Callable[..., nn.Module]:
+    def build(input_shape, num_classes):
+        from sbengine.models.vision import VISION_MODELS
+
+        return VISION_MODELS[name](num_classes)
+
+    return build
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -169,9 +178,9 @@ ARCHITECTURES: dict[str, Architecture] = {
                 input_ndim=3,
                 summary=f"CIFAR-style {name}, PAPER_SPEC §4.3",
                 options={},
-                build=_vision(constructor),
+                build=_vision(name),
             )
-            for name, constructor in VISION_MODELS.items()
+            for name in VISION_NAMES
         ),
     ]
 }

@@ -277,3 +277,10 @@ def test_same_seed_same_parameters(architecture, input_shape):
     for key in first:
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
     assert any(not torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())
+
+
+def test_vision_names_match_the_vision_module():
+    from sbengine.models.registry import VISION_NAMES
+    from sbengine.models.vision import VISION_MODELS
+
+    assert tuple(VISION_MODELS) == VISION_NAMES

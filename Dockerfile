@@ -1,0 +1,42 @@
+# sbaudit: one image for the API (`sbaudit serve`), the workers (`sbaudit worker`) and `sbaudit migrate`.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first, in their own layer: source edits do not reinstall torch.
+COPY pyproject.toml README.md ./
+RUN mkdir -p sbengine service worker \
+    && touch sbengine/__init__.py service/__init__.py worker/__init__.py \
+    && pip install . \
+    && pip uninstall -y sbaudit \
+    && rm -rf sbengine service worker build
+
+COPY sbengine ./sbengine
+COPY service ./service
+COPY worker ./worker
+RUN pip install --no-deps . && rm -rf build
+
+# `sbaudit migrate` finds migrations/ in the working directory.
+COPY alembic.ini ./
+COPY migrations ./migrations
+
+RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home sbaudit \
+    && mkdir -p /data \
+    && chown sbaudit:sbaudit /data
+USER sbaudit
+
+ENV SBAUDIT_DATA_DIR=/data \
+    SBAUDIT_HOST=0.0.0.0 \
+    SBAUDIT_PORT=8000 \
+    XDG_CACHE_HOME=/tmp/.cache \
+    MPLCONFIGDIR=/tmp/.matplotlib
+VOLUME ["/data"]
+EXPOSE 8000
+
+# No HEALTHCHECK here: the same image runs the API and the workers; docker-compose.yml gives each its own.
+CMD ["sbaudit", "serve"]

@@ -1,0 +1,160 @@
+"""RFC 9457 problem details for every error the API returns.
+
+Routes raise :class:`Problem`; FastAPI's own errors (unknown route, wrong method, a body the schema
+rejects) and anything unexpected are converted by the handlers installed in :func:`install`. A request the
+schema rejects answers 422 with ``errors: [{"field": "body.n_train", "message": ...}]``; an unexpected
+exception answers a bare 500 (the traceback goes to the server log, never to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("sbaudit.api")
+
+PROBLEM_JSON = "application/problem+json"
+_DISCRIMINATORS = ("type", "name")
+
+
+class Problem(Exception):
+    """An error response. ``slug`` becomes the problem type ``urn:sbaudit:problem:<slug>``."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        slug: str | None = None,
+        title: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.slug = slug
+        self.title = title or HTTPStatus(status).phrase
+        self.errors = errors
+        self.headers = headers
+        self.extra = extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": f"urn:sbaudit:problem:{self.slug}" if self.slug else "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            out["instance"] = instance
+        if self.errors is not None:
+            out["errors"] = self.errors
+        out.update(self.extra)
+        return out
+
+
+def not_found(kind: str, resource_id: str) -> Problem:
+    return Problem(404, f"{kind} {resource_id!r} does not exist", slug="not-found")
+
+
+def field_error(field: str, message: str) -> Problem:
+    """A 422 naming one field, for checks the schema cannot express (limits from settings, ids)."""
+    return Problem(
+        422,
+        f"{field}: {message}",
+        slug="validation",
+        title="Request validation failed",
+        errors=[{"field": field, "message": message}],
+    )
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+    instance = request.url.path if request is not None else None
+    return JSONResponse(
+        problem.body(instance), status_code=problem.status, headers=problem.headers, media_type=PROBLEM_JSON
+    )
+
+
+def field_path(loc: tuple[Any, ...] | list[Any], body: Any = None) -> str:
+    """``("body", "blocks", 0, "slab", "k")`` -> ``"body.blocks.0.k"``.
+
+    Pydantic puts the tag of a discriminated union into ``loc``; we walk the submitted body alongside and
+    drop a part that is just the ``type``/``name`` value of the object it sits in, so the path names a
+    field the client actually sent.
+    """
+    parts: list[str] = []
+    node = body
+    items = list(loc)
+    for i, part in enumerate(items):
+        if i == 0 and part == "body":
+            parts.append("body")
+            continue
+        more = i + 1 < len(items)
+        if (
+            isinstance(node, dict)
+            and isinstance(part, str)
+            and more
+            and any(node.get(d) == part for d in _DISCRIMINATORS)
+        ):
+            continue
+        if isinstance(node, dict) and isinstance(part, str):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    body = getattr(exc, "body", None)
+    out = []
+    seen = set()
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            field, message = "body", f"invalid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}"
+        else:
+            field, message = field_path(loc, body), str(err.get("msg", "invalid value"))
+        if (field, message) not in seen:
+            seen.add((field, message))
+            out.append({"field": field, "message": message})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.method} {request.url.path}"
+        return problem_response(
+            Problem(exc.status_code, detail, headers=getattr(exc, "headers", None)), request
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:3])
+        if len(errors) > 3:
+            summary += f"; and {len(errors) - 3} more"
+        problem = Problem(422, summary, slug="validation", title="Request validation failed", errors=errors)
+        return problem_response(problem, request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(Problem(500, "an unexpected error occurred; see the server log"), request)

@@ -1,0 +1,288 @@
+"""The job state machine, kept in the database: the single source of truth both executors share.
+
+States: ``queued -> running -> succeeded | failed``; ``queued -> canceled``; ``running -> canceling ->
+canceled``. Every transition a worker makes is a compare-and-set on ``(id, worker_id, state)`` so a worker
+that lost its lease (it was presumed dead and the job re-queued) can no longer change the job. The
+resource a job produces mirrors the job's state in its ``status`` and is updated in the same transaction.
+
+The functions here are plain SQL over :mod:`service.models`; torch-free, shared by the API (create,
+cancel, list) and the worker's runner (claim, heartbeat, progress, finish, reap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.db import Database
+from service.ids import new_id
+from service.models import RESOURCE_TABLES, Job, utcnow
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELING, CANCELED = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "canceling",
+    "canceled",
+)
+JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELING, CANCELED)
+TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELED})
+ACTIVE_STATES = (RUNNING, CANCELING)
+RESOURCE_STATUS = {
+    QUEUED: "queued",
+    RUNNING: "running",
+    CANCELING: "running",
+    SUCCEEDED: "ready",
+    FAILED: "failed",
+    CANCELED: "canceled",
+}
+
+
+class CancelConflict(Exception):
+    """The job already finished; there is nothing to cancel."""
+
+
+def create_job(
+    session: Session,
+    *,
+    owner: str,
+    kind: str,
+    resource_type: str,
+    resource_id: str,
+    params: dict[str, Any],
+    max_attempts: int,
+) -> Job:
+    now = utcnow()
+    job = Job(
+        id=new_id("job"),
+        owner=owner,
+        kind=kind,
+        state=QUEUED,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        params=params,
+        progress=0.0,
+        attempt=1,
+        max_attempts=max_attempts,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    return job
+
+
+def set_resource_status(
+    session: Session, job: Job, state: str, *, error: str | None = None, **fields: Any
+) -> None:
+    table = RESOURCE_TABLES[job.resource_type]
+    values = {"status": RESOURCE_STATUS[state], "updated_at": utcnow(), **fields}
+    if error is not None:
+        values["error"] = error
+    session.execute(update(table).where(table.id == job.resource_id).values(**values))
+
+
+def _locked(session: Session, job_id: str) -> Job | None:
+    """The job row, locked for the rest of the transaction (SQLite: the write transaction holds the lock)."""
+    return session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+
+
+# --- API side ---------------------------------------------------------------------------------------
+
+
+def cancel_job(db: Database, *, owner: str, job_id: str) -> Job | None:
+    """Queued jobs are canceled at once; running ones are asked to stop (``canceling``) and end
+    ``canceled`` at their next progress point. Returns None when the job does not exist for ``owner``."""
+    with db.write_session() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id, Job.owner == owner).with_for_update())
+        if job is None:
+            return None
+        now = utcnow()
+        if job.state == QUEUED:
+            job.state, job.finished_at, job.updated_at = CANCELED, now, now
+            set_resource_status(session, job, CANCELED, error="canceled by the user")
+        elif job.state == RUNNING:
+            job.state, job.updated_at = CANCELING, now
+        elif job.state in (SUCCEEDED, FAILED):
+            raise CancelConflict(f"job {job.id} already {job.state}")
+        return job
+
+
+# --- worker side ------------------------------------------------------------------------------------
+
+
+def claim_job(db: Database, *, job_id: str, worker_id: str, lease_seconds: float) -> Job | None:
+    """Compare-and-set ``queued -> running``. None when another worker won or the job is not queued."""
+    now = utcnow()
+    with db.write_session() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == QUEUED)
+            .values(
+                state=RUNNING,
+                worker_id=worker_id,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                started_at=now,
+                updated_at=now,
+                error=None,
+            )
+        )
+        if result.rowcount != 1:
+            return None
+        job = session.get(Job, job_id)
+        set_resource_status(session, job, RUNNING)
+        return job
+
+
+def renew_lease(
+    db: Database,
+    *,
+    job_id: str,
+    worker_id: str,
+    lease_seconds: float,
+    progress: float | None = None,
+    stage: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> str | None:
+    """Extend the lease (and record whichever of progress, stage, detail are given). Returns the job's
+    state (``running`` or ``canceling``), or None when this worker no longer holds the job."""
+    now = utcnow()
+    values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds), "updated_at": now}
+    if progress is not None:
+        values["progress"] = max(0.0, min(1.0, float(progress)))
+    if stage is not None:
+        values["stage"] = stage
+    if detail is not None:
+        values["detail"] = detail
+    with db.write_session() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker_id == worker_id, Job.state.in_(ACTIVE_STATES))
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            return None
+        return session.scalar(select(Job.state).where(Job.id == job_id))
+
+
+def lock_own_job(session: Session, *, job_id: str, worker_id: str) -> Job | None:
+    """Inside a finishing transaction: the job row if this worker still holds it, else None."""
+    job = _locked(session, job_id)
+    if job is None or job.worker_id != worker_id or job.state not in ACTIVE_STATES:
+        return None
+    return job
+
+
+def finish(
+    session: Session, job: Job, state: str, *, error: str | None = None, **resource_fields: Any
+) -> None:
+    """Move a locked, owned job to a terminal state and its resource with it."""
+    now = utcnow()
+    job.state, job.finished_at, job.updated_at, job.lease_expires_at = state, now, now, None
+    if state == SUCCEEDED:
+        job.progress = 1.0
+    job.error = error
+    set_resource_status(session, job, state, error=error, **resource_fields)
+
+
+def end_job(db: Database, *, job_id: str, worker_id: str, state: str, error: str | None = None) -> bool:
+    """Fail or cancel a job this worker holds (no results are recorded). False if the lease was lost."""
+    with db.write_session() as session:
+        job = lock_own_job(session, job_id=job_id, worker_id=worker_id)
+        if job is None:
+            return False
+        finish(session, job, state, error=error)
+        return True
+
+
+def release_job(db: Database, *, job_id: str, worker_id: str) -> bool:
+    """Put a job back in the queue without spending an attempt (graceful worker shutdown)."""
+    with db.write_session() as session:
+        job = lock_own_job(session, job_id=job_id, worker_id=worker_id)
+        if job is None:
+            return False
+        if job.state == CANCELING:
+            finish(session, job, CANCELED, error="canceled by the user")
+            return True
+        job.state, job.worker_id, job.lease_expires_at, job.dispatched_at = QUEUED, None, None, None
+        job.updated_at = utcnow()
+        set_resource_status(session, job, QUEUED)
+        return True
+
+
+def expire_lease(db: Database, *, job_id: str, worker_id: str) -> None:
+    """The process running the job died: let the next reaper pass handle the job now."""
+    with db.write_session() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker_id == worker_id, Job.state.in_(ACTIVE_STATES))
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def reap_expired(db: Database, *, now: datetime | None = None) -> list[str]:
+    """Re-queue jobs whose lease expired (their worker died) with attempt+1, or fail them once they used
+    up their attempts; a job that was being canceled ends canceled. Returns the ids re-queued."""
+    now = now or utcnow()
+    with db.read_session() as session:
+        expired = session.execute(
+            select(Job.id, Job.lease_expires_at).where(
+                Job.state.in_(ACTIVE_STATES), Job.lease_expires_at < now
+            )
+        ).all()
+    requeued = []
+    for job_id, lease in expired:
+        with db.write_session() as session:
+            job = _locked(session, job_id)
+            if job is None or job.state not in ACTIVE_STATES or job.lease_expires_at != lease:
+                continue  # the worker renewed in between, or someone else reaped it
+            if job.state == CANCELING:
+                finish(session, job, CANCELED, error="canceled by the user")
+            elif job.attempt < job.max_attempts:
+                job.state, job.worker_id, job.lease_expires_at, job.dispatched_at = QUEUED, None, None, None
+                job.attempt += 1
+                job.updated_at = now
+                set_resource_status(session, job, QUEUED)
+                requeued.append(job_id)
+            else:
+                finish(
+                    session,
+                    job,
+                    FAILED,
+                    error=f"the worker running this job stopped responding on each of {job.max_attempts} attempts",
+                )
+    return requeued
+
+
+def queued_job_ids(db: Database, *, exclude: Iterable[str] = (), limit: int = 10) -> list[str]:
+    """Oldest queued jobs first (the local executor's poll)."""
+    exclude = list(exclude)
+    query = select(Job.id).where(Job.state == QUEUED).order_by(Job.created_at).limit(limit + len(exclude))
+    with db.read_session() as session:
+        ids = [i for i in session.scalars(query) if i not in exclude]
+    return ids[:limit]
+
+
+def undispatched_job_ids(db: Database, *, before: datetime, limit: int = 100) -> list[str]:
+    """Queued jobs, last changed before ``before``, that no broker message was recorded for (the API's
+    send failed). A grace period keeps this sweep from racing the API's own dispatch."""
+    query = (
+        select(Job.id)
+        .where(Job.state == QUEUED, Job.dispatched_at.is_(None), Job.updated_at < before)
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
+    with db.read_session() as session:
+        return list(session.scalars(query))
+
+
+def mark_dispatched(db: Database, job_ids: Iterable[str]) -> None:
+    ids = list(job_ids)
+    if not ids:
+        return
+    with db.write_session() as session:
+        session.execute(update(Job).where(Job.id.in_(ids)).values(dispatched_at=utcnow()))

@@ -1,0 +1,78 @@
+"""/v1/datasets: generate a dataset from a preset or a block composition."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service import limits
+from service.auth import DB, CurrentPrincipal
+from service.ids import new_id
+from service.jobstore import QUEUED, create_job
+from service.models import Dataset
+from service.routes.common import (
+    PROBLEM_RESPONSES,
+    Cursor,
+    IdempotencyKey,
+    Limit,
+    model_response,
+    resource_page,
+    settings_of,
+)
+from service.routes.resource_items import add_item_routes
+from service.schemas.common import Page, ResourceStatus
+from service.schemas.datasets import DatasetCreate, DatasetRead
+from service.submission import submit
+from service.views import dataset_read
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROBLEM_RESPONSES)
+
+
+@router.post("", status_code=202, response_model=DatasetRead, summary="Generate a dataset")
+def create_dataset(
+    body: DatasetCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
+):
+    settings = settings_of(request)
+    limits.check_dataset(body, settings)
+
+    def build(session):
+        row = Dataset(
+            id=new_id("dataset"),
+            owner=principal.owner,
+            name=body.name,
+            status=QUEUED,
+            spec=body.model_dump(mode="json", exclude_none=True),
+        )
+        job = create_job(
+            session,
+            owner=principal.owner,
+            kind="generate_dataset",
+            resource_type="dataset",
+            resource_id=row.id,
+            params={"request": body.engine_request()},
+            max_attempts=settings.job_max_attempts,
+        )
+        row.job_id = job.id
+        session.add(row)
+        session.flush()
+        return dataset_read(row, []).model_dump(mode="json"), f"/v1/datasets/{row.id}", job.id
+
+    return submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
+
+
+@router.get("", response_model=Page[DatasetRead], summary="List datasets, newest first")
+def list_datasets(
+    request: Request,
+    principal: CurrentPrincipal,
+    db: DB,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    status: ResourceStatus | None = None,
+):
+    filters = [Dataset.status == status] if status else []
+    page = resource_page(
+        request, db, Dataset, dataset_read, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
+    )
+    return model_response(Page[DatasetRead](**page))
+
+
+add_item_routes(router, table=Dataset, kind="dataset", read_model=DatasetRead, read=dataset_read)

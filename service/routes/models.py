@@ -1,0 +1,123 @@
+"""/v1/models: train an architecture on a dataset."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import APIRouter, Request
+
+from service import limits
+from service.auth import DB, CurrentPrincipal
+from service.errors import field_error
+from service.ids import new_id
+from service.jobstore import QUEUED, create_job
+from service.models import Dataset, Model
+from service.routes.common import (
+    PROBLEM_RESPONSES,
+    Cursor,
+    IdempotencyKey,
+    Limit,
+    get_owned,
+    model_response,
+    require_ready,
+    resource_page,
+    settings_of,
+)
+from service.routes.resource_items import add_item_routes
+from service.schemas.common import Page, ResourceStatus
+from service.schemas.models import VISION_ARCHITECTURES, ModelCreate, ModelRead
+from service.submission import submit
+from service.views import model_read
+
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=PROBLEM_RESPONSES)
+
+
+def check_fits(body: ModelCreate, input_shape: list[int]) -> None:
+    """The architecture can read the dataset's inputs (the engine re-checks; this answers 422 early)."""
+    arch = body.architecture
+    if arch.name in VISION_ARCHITECTURES:
+        if len(input_shape) != 3 or input_shape[0] != 3 or any(n % 32 for n in input_shape[1:]):
+            raise field_error(
+                "body.architecture.name",
+                f"{arch.name} needs (3, H, W) images with H and W multiples of 32; the dataset's inputs are "
+                f"{tuple(input_shape)}",
+            )
+    elif arch.name in ("cnn1d", "gru", "lstm") and len(input_shape) != 1:
+        raise field_error(
+            "body.architecture.name", f"{arch.name} needs 1-D inputs; the dataset's are {tuple(input_shape)}"
+        )
+    if arch.name in ("gru", "lstm") and math.prod(input_shape) % arch.step_features:
+        raise field_error(
+            "body.architecture.step_features",
+            f"must divide the number of input features ({math.prod(input_shape)})",
+        )
+
+
+@router.post("", status_code=202, response_model=ModelRead, summary="Train a model")
+def create_model(
+    body: ModelCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
+):
+    settings = settings_of(request)
+    limits.check_model(body, settings)
+
+    def build(session):
+        dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=body.dataset_id)
+        require_ready(dataset, "dataset", "body.dataset_id")
+        input_shape = list((dataset.description or {}).get("input_shape") or [])
+        check_fits(body, input_shape)
+        row = Model(
+            id=new_id("model"),
+            owner=principal.owner,
+            name=body.name,
+            status=QUEUED,
+            dataset_id=dataset.id,
+            architecture=body.architecture.model_dump(mode="json"),
+            training=body.training.model_dump(mode="json"),
+            seed=body.seed,
+            input_shape=input_shape,
+            num_classes=(dataset.description or {}).get("num_classes"),
+        )
+        job = create_job(
+            session,
+            owner=principal.owner,
+            kind="train_model",
+            resource_type="model",
+            resource_id=row.id,
+            params={
+                "dataset_id": dataset.id,
+                "architecture": row.architecture,
+                "training": row.training,
+                "seed": row.seed,
+            },
+            max_attempts=settings.job_max_attempts,
+        )
+        row.job_id = job.id
+        session.add(row)
+        session.flush()
+        return model_read(row, []).model_dump(mode="json"), f"/v1/models/{row.id}", job.id
+
+    return submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
+
+
+@router.get("", response_model=Page[ModelRead], summary="List models, newest first")
+def list_models(
+    request: Request,
+    principal: CurrentPrincipal,
+    db: DB,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    status: ResourceStatus | None = None,
+    dataset_id: str | None = None,
+):
+    filters = []
+    if status:
+        filters.append(Model.status == status)
+    if dataset_id:
+        filters.append(Model.dataset_id == dataset_id)
+    page = resource_page(
+        request, db, Model, model_read, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
+    )
+    return model_response(Page[ModelRead](**page))
+
+
+add_item_routes(router, table=Model, kind="model", read_model=ModelRead, read=model_read)

@@ -1,0 +1,1 @@
+"""Pydantic v2 request (``XCreate``) and response (``XRead``) schemas of the public API."""

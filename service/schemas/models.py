@@ -1,0 +1,121 @@
+"""Model-training requests: an architecture from the engine's registry, a training config and a seed.
+
+Names, options, defaults and ranges mirror sbengine/models/registry.py and sbengine/train.py (kept in step
+by tests/service/test_schema_mirror.py). The stored architecture and training config are the complete,
+resolved ones (defaults filled in), so a model row records exactly what was built.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from service.schemas.common import Name, ResourceRead, Seed, StrictModel
+
+VisionName = Literal[
+    "resnet18", "resnet34", "resnet50", "mobilenet_v2", "densenet121", "googlenet",
+    "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+]  # fmt: skip
+VISION_ARCHITECTURES: tuple[str, ...] = typing.get_args(VisionName)
+
+
+class FCNArchitecture(StrictModel):
+    """A (width, depth)-FCN; flattens its input, so it trains on vectors and images."""
+
+    name: Literal["fcn"]
+    width: int = Field(default=100, ge=1, le=65536)
+    depth: int = Field(default=2, ge=1, le=64)
+    activation: Literal["relu", "leaky_relu", "prelu", "tanh"] = "relu"
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    input_dropout: float = Field(default=0.0, ge=0, lt=1)
+    batch_norm: bool = False
+    init: Literal["default", "kaiming", "xavier"] = "default"
+    init_scale: float = Field(default=1.0, gt=0)
+
+
+class CNN1dArchitecture(StrictModel):
+    name: Literal["cnn1d"]
+    filters: int = Field(default=32, ge=1, le=4096)
+    kernel: int = Field(default=7, ge=1, le=1025, description="Odd kernel size.")
+    layers: int = Field(default=1, ge=1, le=64)
+    pool: bool = False
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd")
+        return value
+
+
+class RecurrentArchitecture(StrictModel):
+    name: Literal["gru", "lstm"]
+    hidden: int = Field(default=100, ge=1, le=8192)
+    step_features: int = Field(
+        default=10, ge=1, le=65536, description="Features read per step; divides the input size."
+    )
+    layers: int = Field(default=1, ge=1, le=16)
+    many_to_many: bool = False
+
+
+class VisionArchitecture(StrictModel):
+    """A CIFAR-style network for (3, H, W) images, H and W multiples of 32."""
+
+    name: VisionName
+
+
+Architecture = Annotated[
+    FCNArchitecture | CNN1dArchitecture | RecurrentArchitecture | VisionArchitecture,
+    Field(discriminator="name"),
+]
+
+
+class StopRule(StrictModel):
+    """Stop when train accuracy >= train_accuracy or train loss < train_loss, then patience_updates more;
+    always at max_updates / max_epochs."""
+
+    train_accuracy: float | None = Field(default=None, gt=0, le=1)
+    train_loss: float | None = Field(default=None, gt=0)
+    max_updates: int = Field(default=100_000, ge=1, le=100_000_000)
+    max_epochs: int | None = Field(default=None, ge=1)
+    patience_updates: int = Field(default=0, ge=0)
+
+
+class StepSchedule(StrictModel):
+    step_epochs: int = Field(ge=1)
+    gamma: float = Field(gt=0, le=1)
+
+
+class TrainingConfig(StrictModel):
+    optimizer: Literal["sgd", "adam", "rmsprop"] = "sgd"
+    lr: float = Field(default=0.1, gt=0, le=100)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0, lt=1)
+    batch_size: int = Field(default=256, ge=1, le=65536)
+    stop: StopRule = Field(default_factory=lambda: StopRule(train_accuracy=0.9999))
+    eval_every: int = Field(default=1000, ge=1, description="Evaluate on train and val every N updates.")
+    select: Literal["final", "best_val"] = "final"
+    schedule: StepSchedule | None = None
+
+
+class ModelCreate(StrictModel):
+    dataset_id: str = Field(min_length=1, max_length=40)
+    architecture: Architecture
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    seed: int = Seed
+    name: str | None = Name
+
+
+class ModelRead(ResourceRead):
+    dataset_id: str
+    architecture: dict[str, Any]
+    training: dict[str, Any]
+    seed: int
+    input_shape: list[int] | None = None
+    num_classes: int | None = None
+    metrics: dict[str, float] | None = Field(default=None, description="Final accuracy and loss per split.")
+    result: dict[str, Any] | None = Field(
+        default=None, description="updates, epochs, seconds, stopped_because, selected_step."
+    )

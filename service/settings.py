@@ -1,0 +1,95 @@
+"""The one settings class: every knob of the service and the workers, read from ``SBAUDIT_*`` variables.
+
+The API, the local executor's job subprocesses and Celery workers all build their configuration from this
+class, so a deployment is described by one set of environment variables (see docs/service.md).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SBAUDIT_", extra="ignore")
+
+    # Where the SQLite database (embedded mode), artifacts, checkpoints and the admin key live.
+    data_dir: Path = Path("./sbaudit-data")
+    # Default: SQLite file in the data dir. Scaled mode: postgresql+psycopg://user:pass@host/db
+    database_url: str = ""
+    # Unset: local executor inside `sbaudit serve`. redis://host:6379/0: Celery workers (`sbaudit worker`).
+    broker_url: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    raw_data_dir: Path | None = None
+    max_upload_bytes: int = Field(default=1 << 30, ge=1)
+    max_json_bytes: int = Field(default=1 << 20, ge=1, description="Largest JSON request body.")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+
+    # Job execution.
+    workers: int = Field(default=1, ge=1, le=256, description="Concurrent jobs of the local executor.")
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
+    progress_interval_seconds: float = Field(default=1.0, ge=0)
+    poll_interval_seconds: float = Field(default=0.5, gt=0)
+    reaper_interval_seconds: float = Field(default=5.0, gt=0)
+    checkpoint_every_updates: int = Field(default=200, ge=1)
+    # `sbaudit worker` touches this file on every reaper pass; a container health check reads its age.
+    worker_health_file: Path | None = None
+
+    # Request limits the API enforces before queueing a job (the engine checks again).
+    max_samples: int = Field(default=1_000_000, ge=1, description="Upper bound on n_train, n_val, n_test.")
+    max_features: int = Field(
+        default=4096, ge=1, description="Upper bound on a composed dataset's dimension."
+    )
+    max_width: int = Field(default=8192, ge=1, description="Upper bound on widths, filters, hidden sizes.")
+    max_depth: int = Field(default=64, ge=1, description="Upper bound on depth and layer counts.")
+    max_batch_size: int = Field(default=65536, ge=1)
+    max_updates: int = Field(default=10_000_000, ge=1, description="Upper bound on stop.max_updates.")
+    max_epochs: int = Field(default=100_000, ge=1)
+    max_repeats: int = Field(default=100, ge=1, description="Upper bound on audit repeats.")
+
+    page_size_default: int = Field(default=50, ge=1)
+    page_size_max: int = Field(default=200, ge=1)
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        # Absolute, so job subprocesses and `sbaudit` run from another directory agree on it.
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'sbaudit.db').resolve()}"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.data_dir / "scratch"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir / "admin-key"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

@@ -1,0 +1,106 @@
+"""ORM rows -> response schemas. One place that knows how stored JSON maps onto the public fields."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.models import Artifact, Audit, Dataset, Job, Model
+from service.schemas.audits import AuditRead
+from service.schemas.common import ArtifactRead
+from service.schemas.datasets import DatasetRead
+from service.schemas.jobs import JobRead
+from service.schemas.models import ModelRead
+
+
+def artifact_read(row: Artifact) -> ArtifactRead:
+    return ArtifactRead(
+        id=row.id,
+        kind=row.kind,
+        content_type=row.content_type,
+        size=row.size,
+        sha256=row.sha256,
+        filename=row.filename,
+        url=f"/v1/artifacts/{row.id}",
+        created_at=row.created_at,
+    )
+
+
+def artifacts_by_resource(session: Session, resource_ids: Iterable[str]) -> dict[str, list[ArtifactRead]]:
+    ids = list(resource_ids)
+    out: dict[str, list[ArtifactRead]] = defaultdict(list)
+    if ids:
+        query = (
+            select(Artifact).where(Artifact.resource_id.in_(ids)).order_by(Artifact.created_at, Artifact.id)
+        )
+        for row in session.scalars(query):
+            out[row.resource_id].append(artifact_read(row))
+    return out
+
+
+def _common(row: Dataset | Model | Audit, artifacts: list[ArtifactRead]) -> dict:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "status": row.status,
+        "job_id": row.job_id,
+        "error": row.error,
+        "artifacts": artifacts,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def dataset_read(row: Dataset, artifacts: list[ArtifactRead]) -> DatasetRead:
+    desc = row.description or {}
+    fields = (
+        "input_shape",
+        "num_classes",
+        "blocks",
+        "simple_blocks",
+        "bayes_accuracy",
+        "sizes",
+        "rotated",
+        "seed",
+    )
+    return DatasetRead(**_common(row, artifacts), spec=row.spec, **{k: desc.get(k) for k in fields})
+
+
+def model_read(row: Model, artifacts: list[ArtifactRead]) -> ModelRead:
+    result = dict(row.result or {})
+    metrics = result.pop("metrics", None)
+    return ModelRead(
+        **_common(row, artifacts),
+        dataset_id=row.dataset_id,
+        architecture=row.architecture,
+        training=row.training,
+        seed=row.seed,
+        input_shape=row.input_shape,
+        num_classes=row.num_classes,
+        metrics=metrics,
+        result=result or None,
+    )
+
+
+def audit_read(row: Audit, artifacts: list[ArtifactRead]) -> AuditRead:
+    params = row.params
+    return AuditRead(
+        **_common(row, artifacts),
+        model_id=row.model_id,
+        dataset_id=row.dataset_id,
+        checks=params.get("checks", []),
+        simple_blocks=params.get("simple_blocks"),
+        split=params.get("split", "test"),
+        repeats=params.get("repeats", 1),
+        seed=params.get("seed", 0),
+        verdict=row.verdict,
+        verdict_code=row.verdict_code,
+        results=row.results,
+    )
+
+
+def job_read(row: Job) -> JobRead:
+    return JobRead.model_validate(row)

@@ -1,0 +1,85 @@
+"""The user journey both modes must support (imported by the embedded and the scaled tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import httpx
+from e2e_support import wait_for_job
+
+SMALL_LMS5 = {"preset": "LMS-5", "n_train": 2000, "n_val": 500, "n_test": 1000, "seed": 0}
+FCN = {"name": "fcn", "width": 100, "depth": 2}
+TRAINING = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-5, "batch_size": 256, "eval_every": 100,
+            "stop": {"train_accuracy": 0.9999, "max_updates": 5000}}  # fmt: skip
+
+
+def create(client: httpx.Client, path: str, body: dict, **headers: str) -> dict:
+    response = client.post(path, json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    assert response.headers["location"].endswith(response.json()["id"])
+    return response.json()
+
+
+def ready(client: httpx.Client, kind: str, created: dict) -> dict:
+    job = wait_for_job(client, created["job_id"])
+    assert job["state"] == "succeeded", job
+    resource = client.get(f"/v1/{kind}/{created['id']}").json()
+    assert resource["status"] == "ready", resource
+    return resource
+
+
+def check_artifact(client: httpx.Client, artifact: dict) -> bytes:
+    response = client.get(artifact["url"])
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(artifact["content_type"])
+    assert int(response.headers["content-length"]) == artifact["size"] == len(response.content)
+    assert hashlib.sha256(response.content).hexdigest() == artifact["sha256"]
+    return response.content
+
+
+def dataset_model_audit(client: httpx.Client) -> dict:
+    """Create the LMS-5 dataset, train the (100,2)-FCN, audit it: S-randomized AUC ~ 0.5, S^c ~ 1."""
+    dataset = ready(
+        client, "datasets", create(client, "/v1/datasets", SMALL_LMS5, **{"Idempotency-Key": "ds-1"})
+    )
+    # A retry of the same request is answered from the record, without a second job.
+    replay = client.post("/v1/datasets", json=SMALL_LMS5, headers={"Idempotency-Key": "ds-1"})
+    assert replay.status_code == 202 and replay.json()["id"] == dataset["id"]
+    assert dataset["input_shape"] == [50] and dataset["simple_blocks"] == [0]
+    for artifact in dataset["artifacts"]:
+        check_artifact(client, artifact)
+
+    model = ready(client, "models", create(client, "/v1/models", {
+        "dataset_id": dataset["id"], "architecture": FCN, "training": TRAINING, "seed": 0}))  # fmt: skip
+    assert model["metrics"]["train_accuracy"] >= 0.99
+    weights = next(a for a in model["artifacts"] if a["kind"] == "weights")
+    assert check_artifact(client, weights)[:8]  # safetensors header length
+
+    audit = ready(client, "audits", create(client, "/v1/audits", {
+        "model_id": model["id"], "checks": ["randomization", "feature_dependence"], "simple_blocks": [0]}))  # fmt: skip
+    rand = audit["results"]["randomization"]
+    assert 0.4 <= rand["s_randomized_auc"]["mean"] <= 0.6, rand
+    assert rand["sc_randomized_auc"]["mean"] >= 0.95, rand
+    assert "feature_dependence" in audit["results"] and audit["verdict"]
+    return {"dataset": dataset, "model": model, "audit": audit}
+
+
+def long_training(client: httpx.Client, dataset_id: str, max_updates: int) -> dict:
+    """A training job that runs long enough to be interrupted (no early stop)."""
+    training = {**TRAINING, "stop": {"max_updates": max_updates}, "eval_every": 100}
+    return create(client, "/v1/models", {"dataset_id": dataset_id, "architecture": {"name": "fcn", "width": 20, "depth": 1},
+                                         "training": training, "seed": 0})  # fmt: skip
+
+
+def wait_until_training(
+    client: httpx.Client, job_id: str, *, min_progress: float = 0.0, timeout: float = 120
+) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] == "running" and job["stage"] == "train" and job["progress"] > min_progress:
+            return job
+        assert job["state"] in ("queued", "running"), job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never made progress: {job}")

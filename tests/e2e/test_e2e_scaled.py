@@ -1,0 +1,70 @@
+"""Scaled mode: PostgreSQL + Redis + real `sbaudit worker` processes started by the test."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+from e2e_flows import SMALL_LMS5, create, dataset_model_audit, long_training, ready, wait_until_training
+from e2e_support import wait_for_job
+
+
+def test_dataset_model_audit(scaled):
+    with scaled.client() as client:
+        dataset_model_audit(client)
+        ready = client.get("/readyz").json()
+        assert ready["checks"]["broker"] == "ok" and ready["checks"]["database"] == "ok"
+
+
+def test_a_worker_killed_mid_training_is_replaced_and_nothing_is_lost(scaled, tmp_path):
+    with scaled.client() as client:
+        dataset = ready(client, "datasets", create(client, "/v1/datasets", {**SMALL_LMS5, "seed": 11}))
+        model = long_training(client, dataset["id"], max_updates=1500)
+        job_id = model["job_id"]
+        checkpoint = scaled.data_dir / "checkpoints" / f"{job_id}.pt"
+        job = wait_until_training(client, job_id, min_progress=0.0)
+        while not checkpoint.exists():
+            job = wait_until_training(client, job_id, min_progress=job["progress"])
+        assert job["attempt"] == 1
+
+        victim = scaled.workers.pop()
+        victim.kill_group(signal.SIGKILL)  # the worker and its job process, as if the machine died
+        scaled.start_worker(tmp_path)
+
+        job = wait_for_job(client, job_id)
+        assert job["state"] == "succeeded", job
+        assert job["attempt"] == 2, "the reaper re-queued the job once"
+        models = client.get("/v1/models", params={"dataset_id": dataset["id"]}).json()["data"]
+        assert [m["id"] for m in models] == [model["id"]], "exactly one model resource"
+        final = models[0]
+        assert final["status"] == "ready" and final["result"]["updates"] == 1500
+        assert sorted(a["kind"] for a in final["artifacts"]) == ["history", "weights"]
+        history = json.loads(
+            client.get(next(a["url"] for a in final["artifacts"] if a["kind"] == "history")).content
+        )
+        assert [row["step"] for row in history] == list(range(0, 1501, 100)), "history kept across the crash"
+        assert not checkpoint.exists()
+
+
+def test_a_worker_stopped_mid_training_hands_its_job_on(scaled, tmp_path):
+    """SIGTERM (docker stop, scaling down): the job goes back to the queue at its next progress point, without
+    spending an attempt, and another worker resumes it from the checkpoint."""
+    with scaled.client() as client:
+        dataset = ready(client, "datasets", create(client, "/v1/datasets", {**SMALL_LMS5, "seed": 12}))
+        model = long_training(client, dataset["id"], max_updates=1500)
+        job_id = model["job_id"]
+        checkpoint = scaled.data_dir / "checkpoints" / f"{job_id}.pt"
+        job = wait_until_training(client, job_id)
+        while not checkpoint.exists():
+            job = wait_until_training(client, job_id, min_progress=job["progress"])
+
+        leaving = scaled.workers.pop()
+        leaving.process.send_signal(signal.SIGTERM)
+        leaving.process.wait(timeout=60)
+        assert "released" in leaving.output()
+        scaled.start_worker(tmp_path)
+
+        job = wait_for_job(client, job_id)
+        assert job["state"] == "succeeded" and job["attempt"] == 1, job
+        final = client.get(f"/v1/models/{model['id']}").json()
+        assert final["result"]["updates"] == 1500

@@ -1,0 +1,76 @@
+"""docker-compose.yml and the Dockerfile describe the scaled deployment DESIGN §2 promises."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_and_volumes(compose):
+    services = compose["services"]
+    assert set(services) >= {"api", "worker", "postgres", "redis", "migrate"}
+    for name in ("api", "worker"):
+        assert "sbaudit-data:/data" in services[name]["volumes"], name
+    assert "sbaudit-data" in compose["volumes"]
+
+
+def test_every_long_running_service_has_a_healthcheck(compose):
+    for name in ("api", "worker", "postgres", "redis"):
+        assert compose["services"][name]["healthcheck"]["test"], name
+
+
+def test_migrate_runs_once_before_api_and_workers(compose):
+    services = compose["services"]
+    assert services["migrate"]["command"] == ["sbaudit", "migrate"]
+    assert services["migrate"]["restart"] == "no"
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_workers_reserve_a_gpu_and_scale(compose):
+    worker = compose["services"]["worker"]
+    assert worker["command"] == ["sbaudit", "worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"] and devices[0]["count"] == 1
+    assert "container_name" not in worker, "a fixed name would prevent --scale worker=N"
+    assert "ports" not in worker
+
+
+def test_secrets_are_required_from_the_environment(compose):
+    text = (ROOT / "docker-compose.yml").read_text()
+    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        uses = re.findall(r"\$\{" + secret + r"([^}]*)\}", text)
+        assert uses, secret
+        assert all(use.startswith(":?") for use in uses), f"{secret} must be required: ${{{secret}:?...}}"
+    env = compose["x-sbaudit-env"]
+    assert env["SBAUDIT_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert env["SBAUDIT_BROKER_URL"].startswith("redis://")
+    assert "password" not in text.lower().replace("postgres_password", "").replace(
+        "redis_password", ""
+    ).replace("requirepass", "")
+
+
+def test_the_api_is_not_published_on_all_interfaces_by_default(compose):
+    assert compose["services"]["api"]["ports"][0].startswith("${SBAUDIT_BIND:-127.0.0.1}:")
+
+
+def test_dockerfile_runs_as_a_non_root_user_with_a_data_volume():
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    assert re.search(r"^USER (?!root)\S+", text, re.M)
+    assert 'VOLUME ["/data"]' in text and "SBAUDIT_DATA_DIR=/data" in text
+    assert "COPY migrations" in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored

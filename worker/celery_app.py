@@ -1,0 +1,160 @@
+"""Celery executor (scaled mode, SBAUDIT_BROKER_URL set): the broker only carries job ids.
+
+``sbaudit worker`` runs a Celery worker with prefetch 1, late acks and concurrency 1 (one job at a time
+per worker: run one worker per GPU). Each job runs in a fresh pool child (``max_tasks_per_child=1``)
+forked from a parent that never imported torch, so CUDA is initialised inside the job only and all its
+memory is returned when the job ends.
+
+The database stays the source of truth: the task claims the job by compare-and-set, so a duplicate or
+late redelivery is a no-op, and we never rely on the broker's visibility timeout to recover a dead
+worker. Instead every worker runs the reaper on a timer in its main process: it re-queues jobs whose lease
+expired (attempt + 1) and sends them again, and re-sends queued jobs whose first dispatch was lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from datetime import timedelta
+
+import billiard.process
+from celery import Celery, bootsteps
+from celery.signals import worker_shutting_down
+
+from service import jobstore
+from service.db import Database
+from service.models import utcnow
+from service.settings import Settings
+
+log = logging.getLogger("sbaudit.celery")
+
+TASK_NAME = "sbaudit.run_job"
+QUEUE = "sbaudit"
+# A queued job whose message was never recorded as sent is re-sent after this long.
+REDISPATCH_AFTER = timedelta(seconds=30)
+
+_state: dict = {}
+
+
+def _db(settings: Settings) -> Database:
+    """One engine per process (a forked pool child gets its own; NullPool keeps nothing to inherit)."""
+    db = _state.get("db")
+    if db is None or db.pid != os.getpid():
+        db = _state["db"] = Database.connect(settings.database_url, pooled=False)
+    return db
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("sbaudit", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_ignore_result=True,
+        task_track_started=False,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_max_tasks_per_child=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        broker_connection_retry_on_startup=True,
+        # Long jobs stay unacked for hours; a redelivery is harmless (the claim fails) but pointless.
+        broker_transport_options={"visibility_timeout": 7 * 24 * 3600},
+    )
+
+    @app.task(name=TASK_NAME, ignore_result=True)
+    def run_job_task(job_id: str) -> str:
+        from worker.runner import new_worker_id, run_job
+
+        # SIGTERM (sent by the parent when the worker shuts down) puts the job back in the queue at its
+        # next progress point instead of killing it mid-way.
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            db = _db(settings)
+            outcome = run_job(
+                job_id, settings=settings, db=db, worker_id=new_worker_id("celery"), stop_event=stop
+            )
+            if outcome == "released":
+                send(app, db, [job_id])  # this message was consumed; queue the job for another worker
+            return outcome
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    class Reaper(bootsteps.StartStopStep):
+        """Runs in the worker's main process, on the event loop's timer (no extra thread to fork under)."""
+
+        requires = {"celery.worker.components:Timer"}
+
+        def __init__(self, worker, **kwargs):
+            super().__init__(worker, **kwargs)
+            self.tref = None
+
+        def start(self, worker):
+            self.tref = worker.timer.call_repeatedly(
+                settings.reaper_interval_seconds, self.tick, (), priority=10
+            )
+
+        def stop(self, worker):
+            if self.tref is not None:
+                self.tref.cancel()
+
+        def tick(self):
+            try:
+                reap_and_redispatch(app, settings)
+            except Exception:
+                log.exception("reaper pass failed; retrying")
+                return
+            if settings.worker_health_file is not None:
+                settings.worker_health_file.touch()
+
+    app.steps["worker"].add(Reaper)
+    return app
+
+
+@worker_shutting_down.connect
+def _release_running_jobs(**_kwargs) -> None:
+    """Warm shutdown waits for the running task; ask it to release its job so the wait is short and the
+    job resumes on another worker without spending an attempt."""
+    for child in billiard.process.active_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGTERM)
+
+
+def send(app: Celery, db: Database, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        app.send_task(TASK_NAME, args=[job_id], queue=QUEUE)
+    jobstore.mark_dispatched(db, job_ids)
+
+
+def reap_and_redispatch(app: Celery, settings: Settings) -> list[str]:
+    db = _db(settings)
+    requeued = jobstore.reap_expired(db)
+    if requeued:
+        log.warning("re-queued jobs whose worker stopped responding: %s", ", ".join(requeued))
+    lost = jobstore.undispatched_job_ids(db, before=utcnow() - REDISPATCH_AFTER)
+    todo = list(dict.fromkeys(requeued + lost))
+    send(app, db, todo)
+    return todo
+
+
+class CeleryExecutor:
+    """The API side: send the job id after the job row is committed."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.db = db
+        self.app = make_celery(settings)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def ready(self) -> str | None:
+        return None
+
+    def dispatch(self, job_id: str) -> None:
+        send(self.app, self.db, [job_id])

@@ -1,0 +1,95 @@
+"""``sbaudit serve``: migrate, create the first admin key, run the API and (without a broker) the jobs."""
+
+from __future__ import annotations
+
+import argparse
+
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the REST API (embedded mode runs jobs too)",
+        description="Migrate the database, create an admin key on first start, and serve the API. Without "
+        "SBAUDIT_BROKER_URL jobs run here in subprocesses (SBAUDIT_WORKERS at a time); with it they go to "
+        "`sbaudit worker` processes through Celery.",
+    )
+    p.add_argument("--host", default=None, help="interface to bind (default: SBAUDIT_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: SBAUDIT_PORT or 8000)")
+    p.set_defaults(handler=run)
+
+
+def _announce_admin_key(key: str, path) -> None:
+    line = "=" * 78
+    print(line)
+    print("Created the first API key (owner 'admin'). It is shown only this once;")
+    print(f"a copy is in {path} (mode 0600). Send it as 'Authorization: Bearer <key>'.")
+    print()
+    print(f"    {key}")
+    print(line, flush=True)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line before migrating and starting jobs, not with uvicorn's traceback after."""
+    import socket
+
+    from worker.cli_common import CliError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port"
+            ) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.auth import ensure_admin_key
+    from service.db import Database
+    from worker.cli_support import load_settings, migrate, redact
+    from worker.logs import configure_logging
+
+    settings = load_settings(host=args.host, port=args.port)
+    _check_port_free(settings.host, settings.port)
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings)
+    db = Database.connect(settings.database_url)
+    key = ensure_admin_key(db, settings.admin_key_file)
+    if key is not None:
+        _announce_admin_key(key, settings.admin_key_file)
+    elif settings.admin_key_file.exists():
+        print(f"sbaudit: the admin API key created on the first start is in {settings.admin_key_file}")
+    if settings.broker_url:
+        from worker.celery_app import CeleryExecutor
+
+        executor, mode = (
+            CeleryExecutor(settings, db),
+            f"jobs go to Celery workers via {redact(settings.broker_url)}",
+        )
+    else:
+        from worker.local import LocalExecutor
+
+        executor, mode = LocalExecutor(settings, db), f"jobs run here, {settings.workers} at a time"
+    app = create_app(settings, db=db, executor=executor)
+    print(
+        f"sbaudit: serving http://{settings.host}:{settings.port} ({mode}); data in {settings.data_dir}",
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        # Long-polls (?wait=) would otherwise hold a Ctrl-C for up to a minute.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    return 0

@@ -1,0 +1,148 @@
+"""The local executor: embedded mode's job transport, no broker needed.
+
+A poller thread inside the ``sbaudit serve`` process looks for queued jobs (woken at once by the API's
+dispatch, otherwise every ``poll_interval_seconds``) and runs each in its own *spawned* subprocess, at most
+``SBAUDIT_WORKERS`` at a time. A subprocess keeps torch and CUDA out of the server, and a crash in one job
+(out of memory, a segfault) cannot take the API down: the poller sees the dead process, expires its lease,
+and the reaper re-queues the job (attempt + 1) to resume from its last checkpoint.
+
+On shutdown running jobs get SIGTERM; they stop at their next progress point and go back to the queue
+without spending an attempt, so the next ``sbaudit serve`` resumes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+
+from service import jobstore
+from service.db import Database
+from service.settings import Settings
+from worker.runner import new_worker_id
+
+log = logging.getLogger("sbaudit.executor")
+
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+@dataclass
+class _Running:
+    process: BaseProcess
+    worker_id: str
+
+
+def _job_process(job_id: str, worker_id: str, settings_values: dict) -> None:
+    """Entry point of a job subprocess (spawned: a fresh interpreter)."""
+    from worker.logs import configure_logging
+    from worker.runner import run_job
+
+    settings = Settings(**settings_values)
+    configure_logging(settings.log_level)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server decides
+    db = Database.connect(settings.database_url, pooled=False)
+    try:
+        run_job(job_id, settings=settings, db=db, worker_id=worker_id, stop_event=stop)
+    finally:
+        db.dispose()
+
+
+class LocalExecutor:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self._mp = multiprocessing.get_context("spawn")
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._running: dict[str, _Running] = {}
+        self._thread: threading.Thread | None = None
+        self._last_reap = 0.0
+
+    # --- Executor protocol ---
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="sbaudit-local-executor", daemon=True)
+        self._thread.start()
+        log.info(
+            "local executor started (%d worker%s)",
+            self.settings.workers,
+            "" if self.settings.workers == 1 else "s",
+        )
+
+    def dispatch(self, job_id: str) -> None:
+        self._wake.set()
+
+    def ready(self) -> str | None:
+        if self._thread is None or not self._thread.is_alive():
+            return "the local executor is not running"
+        return None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for running in self._running.values():
+            if running.process.is_alive():
+                running.process.terminate()  # SIGTERM: release the job at its next progress point
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        for job_id, running in list(self._running.items()):
+            running.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if running.process.is_alive():
+                log.warning("job %s did not stop in time; killing it (its lease will expire)", job_id)
+                running.process.kill()
+                running.process.join(timeout=5)
+        self._running.clear()
+
+    # --- the poller ---
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._tick()
+            except Exception:
+                log.exception("local executor: poll failed; retrying")
+            self._wake.wait(self.settings.poll_interval_seconds)
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        self._collect_finished()
+        now = time.monotonic()
+        if now - self._last_reap >= self.settings.reaper_interval_seconds:
+            self._last_reap = now
+            requeued = jobstore.reap_expired(self.db)
+            if requeued:
+                log.warning("re-queued jobs whose worker stopped responding: %s", ", ".join(requeued))
+        free = self.settings.workers - len(self._running)
+        if free <= 0 or self._stopping.is_set():
+            return
+        for job_id in jobstore.queued_job_ids(self.db, exclude=self._running, limit=free):
+            self._spawn(job_id)
+
+    def _spawn(self, job_id: str) -> None:
+        worker_id = new_worker_id("local")
+        process = self._mp.Process(
+            target=_job_process,
+            args=(job_id, worker_id, self.settings.model_dump()),
+            name=f"sbaudit-job-{job_id}",
+            daemon=False,
+        )
+        process.start()
+        self._running[job_id] = _Running(process, worker_id)
+
+    def _collect_finished(self) -> None:
+        for job_id, running in list(self._running.items()):
+            if running.process.is_alive():
+                continue
+            running.process.join()
+            del self._running[job_id]
+            if running.process.exitcode != 0:
+                log.error("job process for %s died (exit code %s)", job_id, running.process.exitcode)
+                jobstore.expire_lease(self.db, job_id=job_id, worker_id=running.worker_id)
+                self._last_reap = 0.0  # reap on this tick rather than in reaper_interval_seconds

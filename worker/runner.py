@@ -1,0 +1,327 @@
+"""The job runner both executors use: claim, lease + heartbeat, progress, cancel, record results.
+
+``run_job(job_id)`` is all an executor calls, in whatever process it runs jobs in:
+
+1. claim the job by compare-and-set (a duplicate delivery, or a job someone canceled, is a no-op);
+2. start a heartbeat thread that renews the lease; if the lease is lost (we were presumed dead and the job
+   re-queued) or the user asks to cancel, it raises a flag the progress callback acts on;
+3. run the handler for the job's kind; its engine calls report progress through ``JobContext.progress``,
+   which writes it to the database at most once per ``progress_interval_seconds`` and raises
+   :class:`JobCanceled` / :class:`JobInterrupted` / :class:`LeaseLost` there, stopping the engine;
+4. store the handler's output files in the artifact store (atomically), then in *one* transaction, and only
+   if we still hold the job: insert the artifact rows, fill in the resource, mark the job succeeded. A job
+   that fails or is canceled records nothing; a job that loses its lease records nothing either, so a
+   re-queued attempt never produces a second resource.
+
+Training resumes after a crash because the checkpoint path is derived from the job id, not the attempt.
+This module does not import torch; handlers do, inside the job process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service import jobstore
+from service.db import Database
+from service.ids import new_id
+from service.models import Artifact
+from service.settings import Settings
+from service.storage import ArtifactStore
+
+log = logging.getLogger("sbaudit.worker")
+
+MAX_ERROR_CHARS = 2000
+
+
+class JobCanceled(Exception):
+    """The user canceled the job; raised at the next progress point."""
+
+
+class JobInterrupted(Exception):
+    """The worker is shutting down; the job goes back to the queue without spending an attempt."""
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now (our lease expired); stop without recording anything."""
+
+
+class JobError(Exception):
+    """A handler's clear, user-facing reason for failing (bad input it could only detect at run time)."""
+
+
+@dataclass
+class OutputFile:
+    """A file a handler produced, to be stored as an artifact of the job's resource."""
+
+    kind: str
+    path: Path
+    content_type: str
+    filename: str
+
+
+@dataclass
+class HandlerResult:
+    files: list[OutputFile] = field(default_factory=list)
+    # Column values for the resource row (e.g. the dataset's description, the model's metrics).
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def new_worker_id(prefix: str = "worker") -> str:
+    return f"{prefix}:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def jsonable(value: Any) -> Any:
+    """Engine output may hold numpy/torch scalars and NaN; keep only what strict JSON (and PostgreSQL's
+    jsonb) can store: non-finite numbers become null."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bool | str) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return None
+    return number
+
+
+class _Lease:
+    """Renews the job's lease from a daemon thread and tells the job when to stop."""
+
+    def __init__(self, db: Database, job_id: str, worker_id: str, settings: Settings) -> None:
+        self.db, self.job_id, self.worker_id = db, job_id, worker_id
+        self.lease_seconds = settings.job_lease_seconds
+        self.lost = threading.Event()
+        self.cancel_requested = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def observe(self, state: str | None) -> None:
+        if state is None:
+            self.lost.set()
+        elif state == jobstore.CANCELING:
+            self.cancel_requested.set()
+
+    def _run(self) -> None:
+        interval = max(0.2, self.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            try:
+                state = jobstore.renew_lease(
+                    self.db, job_id=self.job_id, worker_id=self.worker_id, lease_seconds=self.lease_seconds
+                )
+            except Exception:  # a database hiccup: retry at the next beat, the lease has slack
+                log.warning("heartbeat for %s failed; retrying", self.job_id, exc_info=True)
+                continue
+            self.observe(state)
+            if state is None:
+                return
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: the job's parameters, where to write, and the progress callback."""
+
+    job_id: str
+    kind: str
+    owner: str
+    resource_id: str
+    params: dict[str, Any]
+    attempt: int
+    settings: Settings
+    db: Database
+    store: ArtifactStore
+    scratch: Path
+    checkpoint_path: Path
+    progress: Callable[[Any], None]
+
+    def report(self, stage: str, step: int, total: int | None = None, **metrics: Any) -> None:
+        """Progress from handler code itself (outside engine calls)."""
+        self.progress(_Event(stage=stage, step=step, total=total, metrics=metrics))
+
+
+@dataclass(frozen=True)
+class _Event:
+    stage: str
+    step: int
+    total: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float | None:
+        return min(1.0, max(0.0, self.step / self.total)) if self.total else None
+
+
+class _ProgressReporter:
+    """The engine's progress callback: cheap on every call, a database write at most once per interval."""
+
+    def __init__(self, db, job_id, worker_id, settings, lease: _Lease, stop_event: threading.Event | None):
+        self.db, self.job_id, self.worker_id, self.settings = db, job_id, worker_id, settings
+        self.lease, self.stop_event = lease, stop_event
+        self.interval = settings.progress_interval_seconds
+        self.last_write = -math.inf
+
+    def __call__(self, event: Any) -> None:
+        if self.lease.lost.is_set():
+            raise LeaseLost(self.job_id)
+        if self.stop_event is not None and self.stop_event.is_set():
+            raise JobInterrupted(self.job_id)
+        if self.lease.cancel_requested.is_set():
+            raise JobCanceled(self.job_id)
+        now = time.monotonic()
+        if now - self.last_write < self.interval:
+            return
+        self.last_write = now
+        fraction = getattr(event, "fraction", None)
+        detail = {
+            "step": getattr(event, "step", None),
+            "total": getattr(event, "total", None),
+            "metrics": jsonable(getattr(event, "metrics", None) or {}),
+        }
+        state = jobstore.renew_lease(
+            self.db,
+            job_id=self.job_id,
+            worker_id=self.worker_id,
+            lease_seconds=self.settings.job_lease_seconds,
+            progress=fraction,
+            stage=str(getattr(event, "stage", ""))[:40] or None,
+            detail=detail,
+        )
+        self.lease.observe(state)
+        if state is None:
+            raise LeaseLost(self.job_id)
+        if state == jobstore.CANCELING:
+            raise JobCanceled(self.job_id)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:MAX_ERROR_CHARS]
+
+
+def run_job(
+    job_id: str,
+    *,
+    settings: Settings,
+    db: Database,
+    worker_id: str | None = None,
+    stop_event: threading.Event | None = None,
+    handlers: dict[str, Callable[[JobContext], HandlerResult]] | None = None,
+) -> str:
+    """Run one job to an end. Returns what happened: ``succeeded``, ``failed``, ``canceled``,
+    ``released`` (shutdown), ``lost`` (lease lost) or ``skipped`` (not claimable)."""
+    from worker.handlers import get_handler
+
+    worker_id = worker_id or new_worker_id()
+    job = jobstore.claim_job(db, job_id=job_id, worker_id=worker_id, lease_seconds=settings.job_lease_seconds)
+    if job is None:
+        log.info("job %s: not claimable (already taken, finished or canceled)", job_id)
+        return "skipped"
+    log.info(
+        "job %s (%s, attempt %d/%d): started by %s",
+        job.id,
+        job.kind,
+        job.attempt,
+        job.max_attempts,
+        worker_id,
+    )
+    lease = _Lease(db, job.id, worker_id, settings)
+    lease.start()
+    scratch = settings.scratch_dir / f"{job.id}-{secrets.token_hex(4)}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    store = ArtifactStore(settings.artifacts_dir)
+    ctx = JobContext(
+        job_id=job.id,
+        kind=job.kind,
+        owner=job.owner,
+        resource_id=job.resource_id,
+        params=dict(job.params),
+        attempt=job.attempt,
+        settings=settings,
+        db=db,
+        store=store,
+        scratch=scratch,
+        checkpoint_path=settings.checkpoints_dir / f"{job.id}.pt",
+        progress=_ProgressReporter(db, job.id, worker_id, settings, lease, stop_event),
+    )
+    outcome = "failed"
+
+    def end(state: str, error: str) -> str:
+        ended = jobstore.end_job(db, job_id=job.id, worker_id=worker_id, state=state, error=error)
+        return state if ended else "lost"
+
+    try:
+        handler = (handlers or {}).get(job.kind) or get_handler(job.kind)
+        result = handler(ctx)
+        outcome = _record(ctx, worker_id, result)
+    except JobCanceled:
+        outcome = end(jobstore.CANCELED, "canceled by the user")
+    except JobInterrupted:
+        outcome = "released" if jobstore.release_job(db, job_id=job.id, worker_id=worker_id) else "lost"
+    except LeaseLost:
+        outcome = "lost"
+    except (ValueError, JobError) as exc:
+        log.info("job %s failed: %s", job.id, _one_line(exc))
+        outcome = end(jobstore.FAILED, _one_line(exc))
+    except Exception as exc:
+        log.exception("job %s crashed", job.id)
+        outcome = end(jobstore.FAILED, f"internal error: {type(exc).__name__}: {_one_line(exc)}")
+    finally:
+        lease.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+        if outcome in ("succeeded", "failed", "canceled"):
+            ctx.checkpoint_path.unlink(missing_ok=True)
+    log.info("job %s: %s", job.id, outcome)
+    return outcome
+
+
+def _record(ctx: JobContext, worker_id: str, result: HandlerResult) -> str:
+    """Store the files, then commit artifacts + resource + job state together, if we still hold the job."""
+    blobs = [(f, ctx.store.put_file(f.path, move=True)) for f in result.files]
+    with ctx.db.write_session() as session:
+        job = jobstore.lock_own_job(session, job_id=ctx.job_id, worker_id=worker_id)
+        if job is None:
+            return "lost"
+        if job.state == jobstore.CANCELING:
+            jobstore.finish(session, job, jobstore.CANCELED, error="canceled by the user")
+            return "canceled"
+        for out, blob in blobs:
+            session.add(
+                Artifact(
+                    id=new_id("artifact"),
+                    owner=ctx.owner,
+                    resource_id=ctx.resource_id,
+                    kind=out.kind,
+                    sha256=blob.sha256,
+                    size=blob.size,
+                    content_type=out.content_type,
+                    filename=out.filename,
+                )
+            )
+        fields = {k: jsonable(v) if isinstance(v, dict | list) else v for k, v in result.fields.items()}
+        jobstore.finish(session, job, jobstore.SUCCEEDED, **fields)
+    return "succeeded"
