@@ -370,7 +370,7 @@ def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, c
             loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach().float()
+        loss_sum += loss.detach()
         loss_count += 1
         step += 1
         if step % progress_every == 0:
