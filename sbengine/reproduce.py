@@ -327,6 +327,7 @@ def _run_ensemble(exp, dataset, config, *, seed, repeats, device, progress):
         "size": size,
         "updates": max(r.updates for r in results),
         "member_updates": [r.updates for r in results],
+        "stopped_because": ", ".join(sorted({r.stopped_because for r in results})),
         "train_seconds": round(seconds, 2),
         "member_test_accuracy": sum(r.metrics["test_accuracy"] for r in results) / size,
         "member_test_accuracies": [r.metrics["test_accuracy"] for r in results],

@@ -17,7 +17,7 @@ from service.body_limit import BodyLimitMiddleware
 from service.db import Database
 from service.dispatch import Executor, NoExecutor
 from service.metrics import AppMetrics, MetricsMiddleware
-from service.routes import artifacts, audits, datasets, health, jobs, models
+from service.routes import artifacts, audits, datasets, health, jobs, models, uploads
 from service.settings import Settings, get_settings
 from service.storage import ArtifactStore
 
@@ -54,6 +54,9 @@ def create_app(
     errors.install(app)
     for module in (datasets, models, audits, jobs, artifacts, health):
         app.include_router(module.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes)
+    app.include_router(uploads.router)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_json_bytes, stream_paths=uploads.UPLOAD_PATHS
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

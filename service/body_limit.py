@@ -1,8 +1,8 @@
 """Refuse oversized request bodies (413 problem) before the app reads them into memory.
 
 JSON bodies of this API are small; without a bound a client could make the server buffer gigabytes.
-Multipart uploads (a later part of the API) are exempt here: their routes stream to disk and enforce
-SBAUDIT_MAX_UPLOAD_BYTES themselves.
+Multipart bodies sent to ``stream_paths`` (the upload routes) are exempt here: those routes stream to disk
+and enforce SBAUDIT_MAX_UPLOAD_BYTES themselves. Anywhere else a multipart body gets the JSON limit.
 """
 
 from __future__ import annotations
@@ -15,16 +15,18 @@ _METHODS = {"POST", "PUT", "PATCH"}
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app, max_bytes: int, stream_paths: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.stream_paths = frozenset(p.rstrip("/") for p in stream_paths)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in _METHODS:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+        multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
+        if multipart and scope["path"].rstrip("/") in self.stream_paths:
             await self.app(scope, receive, send)
             return
         declared = headers.get(b"content-length")

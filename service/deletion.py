@@ -18,6 +18,7 @@ from service.db import Database
 from service.errors import Problem
 from service.models import Artifact, Audit, Model
 from service.storage import ArtifactStore
+from service.views import audits_of_model
 
 log = logging.getLogger("sbaudit.api")
 
@@ -32,7 +33,7 @@ def _dependents(session, kind: str, resource_id: str) -> list[str]:
             .union_all(select(Audit.id).where(Audit.dataset_id == resource_id))
         )
     elif kind == "model":
-        query = select(Audit.id).where(Audit.model_id == resource_id)
+        query = select(Audit.id).where(audits_of_model(resource_id))
     else:
         return []
     return list(session.scalars(query.limit(11)))

@@ -106,7 +106,10 @@ class Dataset(_Resource, Base):
 
 class Model(_Resource, Base):
     __tablename__ = "models"
-    __table_args__ = (Index("ix_models_owner_created", "owner", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_models_owner_created", "owner", "created_at", "id"),
+        Index("ix_models_owner_sha256", "owner", "sha256"),
+    )
 
     dataset_id: Mapped[str] = mapped_column(String(40), index=True)
     architecture: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -115,6 +118,11 @@ class Model(_Resource, Base):
     input_shape: Mapped[list[Any] | None] = mapped_column(JSONType)
     num_classes: Mapped[int | None] = mapped_column(Integer)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # "train" (POST /v1/models) or "upload" (POST /v1/models/uploads: sha256 of the uploaded file, and the
+    # input normalization {"mean": [...], "std": [...]} the loader applies in front of the network).
+    source: Mapped[str] = mapped_column(String(20), default="train", server_default="train")
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    normalization: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class Audit(_Resource, Base):

@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     raw_data_dir: Path | None = None
-    max_upload_bytes: int = Field(default=1 << 30, ge=1)
+    max_upload_bytes: int = Field(
+        default=1 << 30, ge=1, description="Largest uploaded checkpoint or dataset file (also uncompressed)."
+    )
     max_json_bytes: int = Field(default=1 << 20, ge=1, description="Largest JSON request body.")
 
     host: str = "127.0.0.1"
@@ -56,6 +58,13 @@ class Settings(BaseSettings):
     max_epochs: int = Field(default=100_000, ge=1)
     max_repeats: int = Field(default=100, ge=1, description="Upper bound on audit repeats.")
 
+    # Uploaded checkpoints and datasets are validated in a separate process with these limits.
+    upload_check_timeout_seconds: float = Field(default=300.0, gt=0)
+    upload_check_memory_bytes: int = Field(
+        default=16 << 30, ge=1 << 28, description="Address-space limit of the validator (torch maps ~3 GiB)."
+    )
+    upload_check_concurrency: int = Field(default=2, ge=1, le=64)
+
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=200, ge=1)
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
@@ -83,6 +92,11 @@ class Settings(BaseSettings):
     @property
     def scratch_dir(self) -> Path:
         return self.data_dir / "scratch"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Uploads in progress and their validation (removed when the request ends)."""
+        return self.data_dir / "uploads"
 
     @property
     def admin_key_file(self) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Text, cast, or_, select
 from sqlalchemy.orm import Session
 
 from service.models import Artifact, Audit, Dataset, Job, Model
@@ -69,6 +69,19 @@ def dataset_read(row: Dataset, artifacts: list[ArtifactRead]) -> DatasetRead:
     return DatasetRead(**_common(row, artifacts), spec=row.spec, **{k: desc.get(k) for k in fields})
 
 
+# A model's ensemble_size is kept in its ``training`` JSON (how it was trained), under this key, and shown
+# as a field of its own: the public ``training`` object stays exactly the TrainingConfig that was sent.
+ENSEMBLE_SIZE_KEY = "ensemble_size"
+
+
+def stored_training(training: dict, ensemble_size: int) -> dict:
+    return {**training, ENSEMBLE_SIZE_KEY: ensemble_size} if ensemble_size != 1 else dict(training)
+
+
+def ensemble_size_of(row: Model) -> int:
+    return int((row.training or {}).get(ENSEMBLE_SIZE_KEY, 1))
+
+
 def model_read(row: Model, artifacts: list[ArtifactRead]) -> ModelRead:
     result = dict(row.result or {})
     metrics = result.pop("metrics", None)
@@ -76,7 +89,8 @@ def model_read(row: Model, artifacts: list[ArtifactRead]) -> ModelRead:
         **_common(row, artifacts),
         dataset_id=row.dataset_id,
         architecture=row.architecture,
-        training=row.training,
+        training={k: v for k, v in (row.training or {}).items() if k != ENSEMBLE_SIZE_KEY},
+        ensemble_size=ensemble_size_of(row),
         seed=row.seed,
         input_shape=row.input_shape,
         num_classes=row.num_classes,
@@ -85,13 +99,25 @@ def model_read(row: Model, artifacts: list[ArtifactRead]) -> ModelRead:
     )
 
 
+def audits_of_model(model_id: str) -> ColumnElement[bool]:
+    """Audits of ``model_id``: on it alone, or on an ensemble of ``model_ids`` that includes it (those ids
+    live in the audit's ``params`` JSON; its text holds each one as a quoted string)."""
+    return or_(
+        Audit.model_id == model_id, cast(Audit.params, Text).contains(f'"{model_id}"', autoescape=True)
+    )
+
+
 def audit_read(row: Audit, artifacts: list[ArtifactRead]) -> AuditRead:
     params = row.params
     return AuditRead(
         **_common(row, artifacts),
         model_id=row.model_id,
+        model_ids=params.get("model_ids"),
+        ensemble_size=params.get("ensemble_size", 1),
+        combine=params.get("combine"),
         dataset_id=row.dataset_id,
         checks=params.get("checks", []),
+        options=params.get("options") or {},
         simple_blocks=params.get("simple_blocks"),
         split=params.get("split", "test"),
         repeats=params.get("repeats", 1),

@@ -121,7 +121,7 @@ def _print_table(result: dict[str, Any]) -> None:
     console = Console(file=sys.stdout)
     console.print(f"[bold]{result['title']}[/bold]")
     console.print(f"[dim]{result['source']} · seed {result['seed']} · {result['device']} · "
-                  f"{result['updates']:,} updates in {result['train_seconds']:.1f} s ({result['stopped_because']}) · "
+                  f"{result['updates']:,} updates in {result['train_seconds']:.1f} s ({result.get('stopped_because', '')}) · "
                   f"{result.get('repeats', 0)} randomization repeats[/dim]")
     table = Table()
     table.add_column("metric")

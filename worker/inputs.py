@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from service.models import Artifact, Dataset, Model
+from service.views import ensemble_size_of
 from worker.runner import JobContext, JobError
 
 ARRAYS_FILE, DESCRIPTION_FILE = "arrays.npz", "dataset.json"
@@ -54,16 +55,41 @@ def load_dataset(ctx: JobContext, dataset_id: str):
     return EngineDataset.load(directory)
 
 
-def load_model(ctx: JobContext, model_id: str):
-    """(module, model row) of a ready model resource, weights loaded from safetensors (data, not code)."""
+def weights_kind(member: int, size: int) -> str:
+    """Artifact kind of a model's weights: ``weights``, or ``weights_<i>`` for member i of an ensemble."""
+    return "weights" if size == 1 else f"weights_{member}"
+
+
+def load_members(ctx: JobContext, model_id: str):
+    """(modules, model row) of a ready model resource: one module, or one per member of an ensemble model;
+    weights loaded from safetensors (data, not code)."""
     from safetensors.torch import load_file
 
     from sbengine.models import build_model
 
     row = _ready_row(ctx, Model, model_id, "model")
+    size = ensemble_size_of(row)
     artifacts = _artifacts(ctx, model_id)
-    if "weights" not in artifacts:
-        raise JobError(f"model {model_id} has no stored weights")
-    module = build_model(row.architecture, input_shape=tuple(row.input_shape), num_classes=row.num_classes)
-    module.load_state_dict(load_file(str(_blob(ctx, artifacts["weights"]))))
-    return module, row
+    modules = []
+    for member in range(size):
+        kind = weights_kind(member, size)
+        if kind not in artifacts:
+            raise JobError(f"model {model_id} has no stored {kind}")
+        module = build_model(
+            row.architecture, input_shape=tuple(row.input_shape), num_classes=row.num_classes
+        )
+        module.load_state_dict(load_file(str(_blob(ctx, artifacts[kind]))))
+        if row.normalization:  # an uploaded model trained on normalized inputs: normalize inside the module
+            from sbengine.models.normalize import Normalized
+
+            module = Normalized(module, input_shape=tuple(row.input_shape), **row.normalization)
+        modules.append(module)
+    return modules, row
+
+
+def load_model(ctx: JobContext, model_id: str):
+    """(module, model row) of a ready single model (not an ensemble)."""
+    modules, row = load_members(ctx, model_id)
+    if len(modules) != 1:
+        raise JobError(f"model {model_id} is an ensemble of {len(modules)}; load its members")
+    return modules[0], row

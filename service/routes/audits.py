@@ -1,4 +1,4 @@
-"""/v1/audits: run simplicity-bias checks on a trained model."""
+"""/v1/audits: run simplicity-bias checks on a trained model or an ensemble of models."""
 
 from __future__ import annotations
 
@@ -22,21 +22,26 @@ from service.routes.common import (
     settings_of,
 )
 from service.routes.resource_items import add_item_routes
-from service.schemas.audits import AuditCreate, AuditRead
+from service.schemas.audits import BINARY_LOSSES, OPTION_MODELS, AuditCreate, AuditRead, UAPOptions
 from service.schemas.common import Page, ResourceStatus
 from service.submission import submit
-from service.views import audit_read
+from service.views import audit_read, audits_of_model, ensemble_size_of
 
 router = APIRouter(prefix="/v1/audits", tags=["audits"], responses=PROBLEM_RESPONSES)
 
 
 def check_inputs(body: AuditCreate, model: Model, description: dict) -> None:
-    """The dataset fits the model, and S and the split exist in it (422 naming the field otherwise)."""
+    """The dataset fits the model, and S and the splits exist in it (422 naming the field otherwise)."""
     shape, model_shape = list(description.get("input_shape") or []), list(model.input_shape or [])
     if shape != model_shape:
         raise field_error(
             "body.dataset_id",
             f"the dataset's inputs {tuple(shape)} do not match the model's {tuple(model_shape)}",
+        )
+    classes = description.get("num_classes")
+    if None not in (classes, model.num_classes) and classes != model.num_classes:
+        raise field_error(
+            "body.dataset_id", f"the dataset has {classes} classes, the model {model.num_classes}"
         )
     n_blocks = len(description.get("blocks") or [])
     for i, block in enumerate(body.simple_blocks or []):
@@ -44,31 +49,95 @@ def check_inputs(body: AuditCreate, model: Model, description: dict) -> None:
             raise field_error(
                 f"body.simple_blocks.{i}", f"block {block} out of range (the dataset has {n_blocks})"
             )
-    if body.split not in (description.get("sizes") or {}):
+    sizes = description.get("sizes") or {}
+    if body.split not in sizes:
         raise field_error("body.split", f"the dataset has no {body.split!r} split")
+    fit_split = (body.options.uap or UAPOptions()).fit_split
+    if "uap" in body.checks and fit_split not in sizes:
+        raise field_error("body.options.uap.fit_split", f"the dataset has no {fit_split!r} split")
+    pgd = body.options.pgd
+    if pgd is not None and pgd.loss in BINARY_LOSSES and classes not in (None, 2):
+        raise field_error(
+            "body.options.pgd.loss", f"{pgd.loss!r} needs a two-class dataset; this one has {classes} classes"
+        )
 
 
-@router.post("", status_code=202, response_model=AuditRead, summary="Audit a model")
+def check_options(body: AuditCreate) -> None:
+    """Options only for requested checks (a typo in ``checks`` must not silently drop them)."""
+    for check in OPTION_MODELS:
+        if getattr(body.options, check) is not None and check not in body.checks:
+            raise field_error(
+                f"body.options.{check}",
+                f"options for a check that is not requested (add {check!r} to checks)",
+            )
+
+
+def audited_models(session, body: AuditCreate, owner: str) -> tuple[list[Model], int]:
+    """The model rows to audit and the ensemble size: one row (its own ensemble_size), or the ``model_ids``
+    rows, which must be ready single models agreeing on input shape and classes."""
+    if body.model_id is not None:
+        model = get_owned(session, Model, "model", owner=owner, resource_id=body.model_id)
+        require_ready(model, "model", "body.model_id")
+        return [model], ensemble_size_of(model)
+    rows = []
+    for i, model_id in enumerate(body.model_ids or []):
+        field = f"body.model_ids.{i}"
+        row = get_owned(session, Model, "model", owner=owner, resource_id=model_id)
+        require_ready(row, "model", field)
+        if ensemble_size_of(row) != 1:
+            raise field_error(field, f"model {row.id} is itself an ensemble; list single models")
+        first = rows[0] if rows else row
+        if (
+            list(row.input_shape or []) != list(first.input_shape or [])
+            or row.num_classes != first.num_classes
+        ):
+            raise field_error(
+                field,
+                f"model {row.id} reads {tuple(row.input_shape or [])} with {row.num_classes} classes, "
+                f"but {first.id} reads {tuple(first.input_shape or [])} with {first.num_classes}",
+            )
+        rows.append(row)
+    return rows, len(rows)
+
+
+@router.post("", status_code=202, response_model=AuditRead, summary="Audit a model or an ensemble")
 def create_audit(
     body: AuditCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
 ):
     settings = settings_of(request)
     limits.check_audit(body, settings)
+    check_options(body)
 
     def build(session):
-        model = get_owned(session, Model, "model", owner=principal.owner, resource_id=body.model_id)
-        require_ready(model, "model", "body.model_id")
+        models, ensemble_size = audited_models(session, body, principal.owner)
+        model = models[0]
+        if ensemble_size == 1:
+            if "ensemble" in body.checks:
+                raise field_error(
+                    "body.checks",
+                    "the ensemble check needs an ensemble: a model trained with ensemble_size > 1, or model_ids",
+                )
+            if body.combine is not None:
+                raise field_error("body.combine", "applies only to ensembles")
         dataset_id = body.dataset_id or model.dataset_id
+        if not dataset_id:
+            raise field_error("body.dataset_id", "this model was uploaded without a dataset: give dataset_id")
         dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=dataset_id)
         require_ready(dataset, "dataset", "body.dataset_id")
         check_inputs(body, model, dataset.description or {})
         params = {
             "checks": list(body.checks),
+            "options": body.resolved_options(),
             "simple_blocks": body.simple_blocks,
             "split": body.split,
             "repeats": body.repeats,
             "seed": body.seed,
+            "ensemble_size": ensemble_size,
         }
+        if ensemble_size > 1:
+            params["combine"] = body.combine or "logits"
+        if body.model_ids is not None:
+            params["model_ids"] = [m.id for m in models]
         row = Audit(
             id=new_id("audit"),
             owner=principal.owner,
@@ -109,7 +178,7 @@ def list_audits(
     if status:
         filters.append(Audit.status == status)
     if model_id:
-        filters.append(Audit.model_id == model_id)
+        filters.append(audits_of_model(model_id))
     page = resource_page(
         request, db, Audit, audit_read, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
     )

@@ -24,10 +24,11 @@ from service.routes.common import (
     settings_of,
 )
 from service.routes.resource_items import add_item_routes
+from service.schemas.audits import BINARY_LOSSES
 from service.schemas.common import Page, ResourceStatus
 from service.schemas.models import VISION_ARCHITECTURES, ModelCreate, ModelRead
 from service.submission import submit
-from service.views import model_read
+from service.views import model_read, stored_training
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=PROBLEM_RESPONSES)
 
@@ -53,6 +54,20 @@ def check_fits(body: ModelCreate, input_shape: list[int]) -> None:
         )
 
 
+def check_adversarial(body: ModelCreate, num_classes: int | None) -> None:
+    """The binary PGD losses need a two-class dataset."""
+    adversarial = body.training.adversarial
+    if adversarial is None or num_classes in (None, 2):
+        return
+    for name in ("attack", "eval_attack"):
+        attack = getattr(adversarial, name)
+        if attack is not None and attack.loss in BINARY_LOSSES:
+            raise field_error(
+                f"body.training.adversarial.{name}.loss",
+                f"{attack.loss!r} needs a two-class dataset; this one has {num_classes} classes",
+            )
+
+
 @router.post("", status_code=202, response_model=ModelRead, summary="Train a model")
 def create_model(
     body: ModelCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
@@ -64,7 +79,9 @@ def create_model(
         dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=body.dataset_id)
         require_ready(dataset, "dataset", "body.dataset_id")
         input_shape = list((dataset.description or {}).get("input_shape") or [])
+        num_classes = (dataset.description or {}).get("num_classes")
         check_fits(body, input_shape)
+        check_adversarial(body, num_classes)
         row = Model(
             id=new_id("model"),
             owner=principal.owner,
@@ -72,10 +89,10 @@ def create_model(
             status=QUEUED,
             dataset_id=dataset.id,
             architecture=body.architecture.model_dump(mode="json"),
-            training=body.training.model_dump(mode="json"),
+            training=stored_training(body.training.model_dump(mode="json"), body.ensemble_size),
             seed=body.seed,
             input_shape=input_shape,
-            num_classes=(dataset.description or {}).get("num_classes"),
+            num_classes=num_classes,
         )
         job = create_job(
             session,
@@ -86,7 +103,8 @@ def create_model(
             params={
                 "dataset_id": dataset.id,
                 "architecture": row.architecture,
-                "training": row.training,
+                "training": body.training.model_dump(mode="json"),
+                "ensemble_size": body.ensemble_size,
                 "seed": row.seed,
             },
             max_attempts=settings.job_max_attempts,

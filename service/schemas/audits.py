@@ -1,47 +1,160 @@
-"""Audit requests: which checks to run on which model, against which dataset, with which S."""
+"""Audit requests: which checks to run on which model (or ensemble), against which dataset, with which S.
+
+Check names, per-check options, their defaults and ranges mirror sbengine/audit.py (``AUDIT_CHECKS``,
+``DEFAULT_OPTIONS``) and sbengine/attacks.py / sbengine/uap.py; tests/service/test_schema_mirror.py keeps
+them in step. Step counts and epochs are capped below the engine's own limits: those caps are what one
+request may cost a worker.
+"""
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from service.schemas.common import Name, ResourceRead, Seed, StrictModel
 
-# Later parts add "ensemble", "pgd", "uap", "generalization".
-AUDIT_CHECKS = ("randomization", "feature_dependence")
-CheckName = Literal["randomization", "feature_dependence"]
+CheckName = Literal["randomization", "feature_dependence", "generalization", "pgd", "uap", "ensemble"]
+AUDIT_CHECKS: tuple[str, ...] = typing.get_args(CheckName)
+Norm = Literal["l2", "linf"]
+# sbengine.attacks.LOSSES without "targeted", which needs target labels an audit does not have.
+PGDLoss = Literal["untargeted", "random_targeted", "plusone_targeted", "binary_targeted", "binary_hybrid"]
+BINARY_LOSSES = ("binary_targeted", "binary_hybrid")
+Combine = Literal["logits", "probs"]
+SplitName = Literal["test", "val", "train"]
+ModelId = Annotated[str, Field(min_length=1, max_length=40)]
+MAX_STEPS = 1000
+MAX_ENSEMBLE_MODELS = 32
+
+
+def _unique(value: list[Any] | None) -> list[Any] | None:
+    if value is not None and len(set(value)) != len(value):
+        raise ValueError("must not repeat an entry")
+    return value
+
+
+class PGDOptions(StrictModel):
+    """Instance-wise PGD on every point of ``split`` (PAPER_SPEC §7.1)."""
+
+    norm: Norm = "l2"
+    eps: float = Field(default=0.5, gt=0, description="Budget (a fraction of the data range if relative).")
+    step_size: float = Field(
+        default=0.05, gt=0, description="Step (a fraction of the data range if relative)."
+    )
+    steps: int = Field(default=20, ge=1, le=MAX_STEPS)
+    relative: bool = Field(
+        default=True, description="eps and step_size are fractions of (max - min) of the data."
+    )
+    restarts: int = Field(default=1, ge=1, le=100)
+    loss: PGDLoss = "untargeted"
+    rand_eps: float = Field(default=0.0, ge=0, description="Size of the random start (absolute).")
+
+
+class UAPOptions(StrictModel):
+    """A universal adversarial perturbation fitted on ``fit_split``, evaluated on the audit's ``split``."""
+
+    method: Literal["sgd", "svd"] = "sgd"
+    norm: Norm = "l2"
+    eps: float = Field(default=1.0, gt=0, description="Budget of the perturbation, in input units.")
+    label_signed: bool = Field(default=True, description="Apply x + (2y - 1)·v (binary tasks), as the paper.")
+    step_size: float = Field(default=0.05, gt=0, description="Step of the SGD method.")
+    steps: int = Field(default=30, ge=1, le=MAX_STEPS, description="Steps per batch of the SGD method.")
+    epochs: int = Field(default=2, ge=1, le=100, description="Passes over fit_split of the SGD method.")
+    fit_split: SplitName = "val"
+
+
+DependenceMethod = Literal["random", "swap"]
+
+
+class FeatureDependenceOptions(StrictModel):
+    methods: list[DependenceMethod] = Field(default_factory=lambda: ["random", "swap"], min_length=1)
+    sample_fraction: float = Field(default=1.0, gt=0, le=1, description="Share of the split's rows used.")
+
+    @field_validator("methods")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        return _unique(value)
+
+
+class AuditOptions(StrictModel):
+    """Options per check; a check left out runs with its defaults. Only these checks take options."""
+
+    pgd: PGDOptions | None = None
+    uap: UAPOptions | None = None
+    feature_dependence: FeatureDependenceOptions | None = None
+
+
+OPTION_MODELS: dict[str, type[StrictModel]] = {
+    "pgd": PGDOptions,
+    "uap": UAPOptions,
+    "feature_dependence": FeatureDependenceOptions,
+}
 
 
 class AuditCreate(StrictModel):
-    model_id: str = Field(min_length=1, max_length=40)
+    """Audit one model (``model_id``; an ensemble model when it was trained with ``ensemble_size`` > 1) or
+    an ensemble of separately trained models (``model_ids``). Give exactly one of the two."""
+
+    model_id: str | None = Field(default=None, min_length=1, max_length=40)
+    model_ids: list[ModelId] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=MAX_ENSEMBLE_MODELS,
+        description="Audit the ensemble of these ready models (same input shape and classes).",
+    )
     dataset_id: str | None = Field(
         default=None,
         min_length=1,
         max_length=40,
-        description="Default: the dataset the model was trained on.",
+        description="Default: the dataset the (first) model was trained on.",
     )
     checks: list[CheckName] = Field(default_factory=lambda: ["randomization"], min_length=1, max_length=16)
+    options: AuditOptions = Field(
+        default_factory=AuditOptions, description='Per-check options, e.g. {"pgd": {"eps": 0.25}}.'
+    )
+    combine: Combine | None = Field(
+        default=None, description="How an ensemble combines its members (default 'logits'); ensembles only."
+    )
     simple_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
         default=None, min_length=1, description="Block indices forming S (default: the dataset's)."
     )
-    split: Literal["test", "val", "train"] = "test"
+    split: SplitName = "test"
     repeats: int = Field(default=5, ge=1, description="Independent permutations averaged per figure.")
     seed: int = Seed
     name: str | None = Name
 
-    @field_validator("checks", "simple_blocks")
+    @field_validator("checks", "simple_blocks", "model_ids")
     @classmethod
     def _no_repeats(cls, value: list[Any] | None) -> list[Any] | None:
-        if value is not None and len(set(value)) != len(value):
-            raise ValueError("must not repeat an entry")
-        return value
+        return _unique(value)
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> AuditCreate:
+        if (self.model_id is None) == (self.model_ids is None):
+            raise ValueError("give exactly one of 'model_id' or 'model_ids'")
+        return self
+
+    def resolved_options(self) -> dict[str, dict[str, Any]]:
+        """Every requested check that takes options, with all of them filled in (what the engine runs)."""
+        out = {}
+        for check in self.checks:
+            if check in OPTION_MODELS:
+                given = getattr(self.options, check)
+                out[check] = (given or OPTION_MODELS[check]()).model_dump(mode="json")
+        return out
 
 
 class AuditRead(ResourceRead):
-    model_id: str
+    model_id: str = Field(description="The audited model (the first one for an ensemble of model_ids).")
+    model_ids: list[str] | None = Field(default=None, description="The members, for an ensemble of models.")
+    ensemble_size: int = Field(default=1, description="Members of the audited model or ensemble.")
+    combine: str | None = Field(default=None, description="How the ensemble combines its members.")
     dataset_id: str
     checks: list[str]
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="The options each check ran with (defaults filled in)."
+    )
     simple_blocks: list[int] | None
     split: str
     repeats: int

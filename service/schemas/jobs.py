@@ -12,7 +12,10 @@ from service.schemas.common import JobState, ReadModel
 
 class JobRead(ReadModel):
     id: str
-    kind: str = Field(description="generate_dataset, train_model or run_audit.")
+    kind: str = Field(
+        description="generate_dataset, train_model, run_audit; upload_dataset / upload_model (validated "
+        "within the upload request, so born succeeded)."
+    )
     state: JobState
     progress: float = Field(description="0 to 1.")
     stage: str | None = None

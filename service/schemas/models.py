@@ -88,6 +88,45 @@ class StepSchedule(StrictModel):
     gamma: float = Field(gt=0, le=1)
 
 
+PGDLoss = Literal["untargeted", "random_targeted", "plusone_targeted", "binary_targeted", "binary_hybrid"]
+
+
+class PGDAttack(StrictModel):
+    """One PGD attack (sbengine.attacks.PGDConfig): ``eps``, ``step_size`` and ``rand_eps`` are absolute, in
+    input units. ``loss`` is any of the engine's losses except "targeted", which needs target labels."""
+
+    norm: Literal["l2", "linf"] = "l2"
+    eps: float = Field(gt=0)
+    step_size: float = Field(gt=0)
+    steps: int = Field(default=20, ge=1, le=1000)
+    loss: PGDLoss = "untargeted"
+    rand_eps: float = Field(default=1e-3, ge=0)
+    restarts: int = Field(default=1, ge=1, le=100)
+    bounds: list[float] | None = Field(
+        default=None, min_length=2, max_length=2, description="[low, high] box for perturbed inputs."
+    )
+    minimal: bool = Field(
+        default=False, description="No eps-projection; stop moving an example once flipped."
+    )
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError("must be [low, high] with low < high")
+        return value
+
+
+class AdversarialTraining(StrictModel):
+    """PGD adversarial training (PAPER_SPEC §7.2): each batch is replaced by its PGD perturbation. Each
+    evaluation adds robust and S-/S^c-randomized validation accuracy to the history."""
+
+    attack: PGDAttack
+    eval_attack: PGDAttack | None = Field(default=None, description="Default: the training attack.")
+    mixed_precision: bool = Field(default=True, description="bfloat16 autocast on CUDA.")
+    eval_examples: int = Field(default=2000, ge=1, le=1_000_000, description="Validation rows attacked.")
+
+
 class TrainingConfig(StrictModel):
     optimizer: Literal["sgd", "adam", "rmsprop"] = "sgd"
     lr: float = Field(default=0.1, gt=0, le=100)
@@ -98,12 +137,22 @@ class TrainingConfig(StrictModel):
     eval_every: int = Field(default=1000, ge=1, description="Evaluate on train and val every N updates.")
     select: Literal["final", "best_val"] = "final"
     schedule: StepSchedule | None = None
+    adversarial: AdversarialTraining | None = None
+
+
+MAX_ENSEMBLE_SIZE = 32
 
 
 class ModelCreate(StrictModel):
     dataset_id: str = Field(min_length=1, max_length=40)
     architecture: Architecture
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    ensemble_size: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_ENSEMBLE_SIZE,
+        description="Members trained independently (member i's seed from sbengine.ensemble.member_seeds).",
+    )
     seed: int = Seed
     name: str | None = Name
 
@@ -112,10 +161,12 @@ class ModelRead(ResourceRead):
     dataset_id: str
     architecture: dict[str, Any]
     training: dict[str, Any]
+    ensemble_size: int = 1
     seed: int
     input_shape: list[int] | None = None
     num_classes: int | None = None
     metrics: dict[str, float] | None = Field(default=None, description="Final accuracy and loss per split.")
     result: dict[str, Any] | None = Field(
-        default=None, description="updates, epochs, seconds, stopped_because, selected_step."
+        default=None,
+        description="updates, epochs, seconds, stopped_because, selected_step (ensembles: also members).",
     )

@@ -83,3 +83,30 @@ def wait_until_training(
         assert job["state"] in ("queued", "running"), job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} never made progress: {job}")
+
+
+TINY_LMS5 = {"preset": "LMS-5", "n_train": 1000, "n_val": 200, "n_test": 300, "seed": 3}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def attacks_and_plots(client: httpx.Client) -> dict:
+    """Audit a small model with the generalization, PGD and UAP checks; every figure downloads as a PNG."""
+    dataset = ready(client, "datasets", create(client, "/v1/datasets", TINY_LMS5))
+    model = ready(client, "models", create(client, "/v1/models", {
+        "dataset_id": dataset["id"], "architecture": {"name": "fcn", "width": 20, "depth": 1},
+        "training": {**TRAINING, "stop": {"max_updates": 200}}}))  # fmt: skip
+    audit = ready(client, "audits", create(client, "/v1/audits", {
+        "model_id": model["id"], "checks": ["randomization", "generalization", "pgd", "uap"], "repeats": 2,
+        "options": {"pgd": {"steps": 5}, "uap": {"steps": 5, "epochs": 1}}}))  # fmt: skip
+    results = audit["results"]
+    assert set(results) == {"randomization", "generalization", "pgd", "uap"}
+    assert 0 <= results["pgd"]["accuracy"] <= 1 and results["generalization"]["summary"]
+    assert set(results["uap"]["block_share"]) == {b["name"] for b in dataset["blocks"]}
+    plots = {a["kind"]: a for a in audit["artifacts"] if a["content_type"] == "image/png"}
+    expected = {"logit_histograms", "pgd_heatmap", "pgd_block_share", "uap_vector", "uap_block_share"}
+    assert expected <= set(plots), plots
+    for artifact in plots.values():
+        assert check_artifact(client, artifact).startswith(PNG_SIGNATURE)
+    curves = next(a for a in model["artifacts"] if a["kind"] == "training_curves")
+    assert check_artifact(client, curves).startswith(PNG_SIGNATURE)
+    return audit

@@ -5,7 +5,15 @@ from __future__ import annotations
 import signal
 import time
 
-from e2e_flows import SMALL_LMS5, create, dataset_model_audit, long_training, ready, wait_until_training
+from e2e_flows import (
+    SMALL_LMS5,
+    attacks_and_plots,
+    create,
+    dataset_model_audit,
+    long_training,
+    ready,
+    wait_until_training,
+)
 from service_testing import fields, problem
 
 
@@ -13,6 +21,11 @@ def test_dataset_model_audit(embedded):
     with embedded.client() as client:
         dataset_model_audit(client)
         assert client.get("/metrics").status_code == 200
+
+
+def test_attack_checks_and_their_plots(embedded):
+    with embedded.client() as client:
+        attacks_and_plots(client)
 
 
 def test_cancel_a_running_training_job(embedded):

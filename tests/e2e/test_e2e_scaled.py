@@ -38,7 +38,7 @@ def test_a_worker_killed_mid_training_is_replaced_and_nothing_is_lost(scaled, tm
         assert [m["id"] for m in models] == [model["id"]], "exactly one model resource"
         final = models[0]
         assert final["status"] == "ready" and final["result"]["updates"] == 1500
-        assert sorted(a["kind"] for a in final["artifacts"]) == ["history", "weights"]
+        assert sorted(a["kind"] for a in final["artifacts"]) == ["history", "training_curves", "weights"]
         history = json.loads(
             client.get(next(a["url"] for a in final["artifacts"] if a["kind"] == "history")).content
         )

@@ -13,10 +13,12 @@ from service.schemas import audits, datasets, models
 
 sbengine = pytest.importorskip("sbengine")
 
-# Engine features the API does not expose yet (issue part 3 adds them to the schemas); anything else the
-# engine has and the API lacks, or the API has and the engine lacks, is drift.
-TRAINING_LATER = {"adversarial"}
-CHECKS_LATER = {"ensemble", "pgd", "uap", "generalization"}
+# Engine features the API does not expose (none at present); anything else the engine has and the API
+# lacks, or the API has and the engine lacks, is drift.
+TRAINING_LATER: set[str] = set()
+CHECKS_LATER: set[str] = set()
+# Losses that need target labels the service has no way to send.
+LOSSES_NOT_OFFERED = {"targeted"}
 
 
 def _literal_values(annotation) -> set:
@@ -97,6 +99,84 @@ def test_audit_checks():
     assert set(typing.get_args(audits.CheckName)) == set(audits.AUDIT_CHECKS)
     assert set(audits.AUDIT_CHECKS) <= set(AUDIT_CHECKS)
     assert set(AUDIT_CHECKS) - set(audits.AUDIT_CHECKS) <= CHECKS_LATER
+
+
+def _within(field, low=None, high=None) -> None:
+    """The schema's range is the engine's, or narrower (a deployment cap on cost)."""
+    bounds = _bounds(field)
+    if low is not None:
+        assert bounds.get("ge", bounds.get("gt")) is not None and bounds.get("ge", bounds.get("gt")) >= low
+    if high is not None:
+        assert bounds.get("le") is not None and bounds["le"] <= high, bounds
+
+
+def test_audit_options_fields_defaults_and_ranges():
+    from sbengine.attacks import LOSSES, MAX_RESTARTS, MAX_STEPS, NORMS
+    from sbengine.audit import DEFAULT_OPTIONS
+    from sbengine.metrics import DEPENDENCE_METHODS
+    from sbengine.uap import MAX_EPOCHS, METHODS
+
+    assert set(audits.OPTION_MODELS) == set(DEFAULT_OPTIONS)
+    assert set(audits.AuditOptions.model_fields) == set(DEFAULT_OPTIONS)
+    for check, defaults in DEFAULT_OPTIONS.items():
+        schema = audits.OPTION_MODELS[check]
+        assert set(schema.model_fields) == set(defaults), check
+        assert schema().model_dump() == defaults, check
+    pgd, uap = audits.PGDOptions.model_fields, audits.UAPOptions.model_fields
+    assert set(typing.get_args(audits.Norm)) == set(NORMS)
+    assert set(typing.get_args(pgd["loss"].annotation)) == set(LOSSES) - LOSSES_NOT_OFFERED
+    assert set(typing.get_args(uap["method"].annotation)) == set(METHODS)
+    assert set(typing.get_args(audits.DependenceMethod)) == set(DEPENDENCE_METHODS)
+    _within(pgd["steps"], 1, MAX_STEPS)
+    _within(pgd["restarts"], 1, MAX_RESTARTS)
+    _within(uap["epochs"], 1, MAX_EPOCHS)
+    assert _bounds(pgd["rand_eps"]) == {"ge": 0}
+    for field in (pgd["eps"], pgd["step_size"], uap["eps"], uap["step_size"]):
+        assert _bounds(field) == {"gt": 0}
+
+
+def test_audit_requests_the_api_accepts_run_in_the_engine():
+    from sbengine.audit import _pgd_config, check_options
+    from sbengine.data import build_dataset
+
+    request = audits.AuditCreate.model_validate(
+        {"model_id": "mdl_x", "checks": ["pgd", "uap", "feature_dependence", "generalization"],
+         "options": {"pgd": {"norm": "linf", "steps": 3}, "uap": {"method": "svd"}}}
+    )  # fmt: skip
+    options = request.resolved_options()
+    assert set(options) == {"pgd", "uap", "feature_dependence"}
+    merged = check_options(list(request.checks), options)
+    assert {k: v for k, v in merged.items() if v} == options
+    ds = build_dataset({"preset": "LMS-5", "n_train": 20, "n_val": 10, "n_test": 10})
+    assert _pgd_config(ds, merged["pgd"]).norm == "linf"
+
+
+def test_adversarial_training_and_ensembles():
+    from sbengine.attacks import LOSSES, MAX_RESTARTS, MAX_STEPS, NORMS, PGDConfig
+    from sbengine.ensemble import MAX_ENSEMBLE_SIZE
+    from sbengine.train import AdversarialTraining, TrainConfig
+
+    assert set(models.PGDAttack.model_fields) == {f.name for f in dataclasses.fields(PGDConfig)}
+    for f in dataclasses.fields(PGDConfig):
+        if f.default is not dataclasses.MISSING:
+            assert models.PGDAttack.model_fields[f.name].default == f.default, f.name
+    fields = models.PGDAttack.model_fields
+    assert set(typing.get_args(fields["norm"].annotation)) == set(NORMS)
+    assert set(typing.get_args(fields["loss"].annotation)) == set(LOSSES) - LOSSES_NOT_OFFERED
+    _within(fields["steps"], 1, MAX_STEPS)
+    _within(fields["restarts"], 1, MAX_RESTARTS)
+    assert set(models.AdversarialTraining.model_fields) == {
+        f.name for f in dataclasses.fields(AdversarialTraining)
+    }
+    theirs = AdversarialTraining(attack={})
+    ours = models.AdversarialTraining(attack={"eps": 0.3, "step_size": 0.1})
+    for name in ("eval_attack", "mixed_precision", "eval_examples"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    _within(models.ModelCreate.model_fields["ensemble_size"], 1, MAX_ENSEMBLE_SIZE)
+    # The resolved config the API stores, with adversarial training, is accepted by the engine as is.
+    training = models.TrainingConfig(adversarial=ours).model_dump()
+    config = TrainConfig.from_dict(training)
+    assert config.adversarial.pgd_configs()[0].eps == 0.3
 
 
 def test_dataset_requests_the_api_accepts_build_in_the_engine():

@@ -38,6 +38,13 @@ def test_table_output_shows_paper_column(capsys):
     assert "seed 1" in text
 
 
+@pytest.mark.parametrize("name", ["ensemble-lms5", "uap-lms5"])
+def test_table_output_for_other_experiment_kinds(capsys, name):
+    assert main(["reproduce", name, "--n-train", "3000", "--eval-every", "500", "--repeats", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "paper" in text and "Verdict: relies exclusively on S" in text
+
+
 @pytest.mark.parametrize("args", [["reproduce", "lms9"], ["reproduce", "lms5", "--n-train", "-5"],
                                   ["reproduce", "lms5", "--device", "tpu"]])
 def test_bad_arguments_exit_2_with_one_line(args):

@@ -48,7 +48,7 @@ def test_generate_train_audit(client, auth, db, engine_settings):
     model = client.get(f"/v1/models/{mdl['id']}", headers=auth).json()
     assert model["status"] == "ready" and model["result"]["updates"] == 150
     assert model["metrics"]["train_accuracy"] > 0.9
-    assert {a["kind"] for a in model["artifacts"]} == {"weights", "history"}
+    assert {a["kind"] for a in model["artifacts"]} == {"weights", "history", "training_curves"}
     assert not (engine_settings.checkpoints_dir / f"{mdl['job_id']}.pt").exists(), "checkpoint removed"
 
     aud = client.post("/v1/audits", json={"model_id": mdl["id"], "repeats": 2}, headers=auth).json()

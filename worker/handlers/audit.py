@@ -1,21 +1,30 @@
-"""run_audit: load the trained model and the dataset, run the requested checks, keep the verdict."""
+"""run_audit: load the model (or build the ensemble) and the dataset, run the requested checks, keep the
+verdict, and store the results and every figure they support as artifacts.
+
+The audited network is an ``sbengine.ensemble.Ensemble`` when the model was trained with ensemble_size > 1
+(its members) or when the audit names several ``model_ids`` (one member each); the ensemble check then
+compares every member with the ensemble.
+"""
 
 from __future__ import annotations
 
 import json
 
-from worker.inputs import load_dataset, load_model
+from worker.inputs import load_dataset, load_members
 from worker.runner import HandlerResult, JobContext, OutputFile, jsonable
+
+AUDIT_PARAMS = ("checks", "options", "split", "repeats", "seed", "model_ids", "ensemble_size", "combine")
 
 
 def run_audit_job(ctx: JobContext) -> HandlerResult:
     from sbengine.audit import run_audit
     from sbengine.device import resolve_device
+    from sbengine.plots import audit_figures
 
     params = ctx.params
-    model, _ = load_model(ctx, params["model_id"])
+    model, members = _audited_network(ctx)
     dataset = load_dataset(ctx, params["dataset_id"])
-    out = run_audit(
+    raw = run_audit(
         model,
         dataset,
         checks=list(params["checks"]),
@@ -24,14 +33,25 @@ def run_audit_job(ctx: JobContext) -> HandlerResult:
         repeats=int(params.get("repeats", 5)),
         seed=int(params.get("seed", 0)),
         device=resolve_device(ctx.settings.device),
+        options=params.get("options") or None,
+        members=members,
         progress=ctx.progress,
     )
+    out = jsonable(raw)
+    rid = ctx.resource_id
     results_file = ctx.scratch / "results.json"
-    results_file.write_text(json.dumps(jsonable(out), allow_nan=False))
-    audit_params = {k: params[k] for k in ("checks", "split", "repeats", "seed") if k in params}
+    results_file.write_text(json.dumps(out, allow_nan=False))
+    files = [OutputFile("results", results_file, "application/json", f"{rid}-results.json")]
+    ctx.report("figures", 0, 1)
+    for name, png in audit_figures(raw, dataset).items():  # NaN (not JSON's null) plots as a gap
+        path = ctx.scratch / f"{name}.png"
+        path.write_bytes(png)
+        files.append(OutputFile(name, path, "image/png", f"{rid}-{name}.png"))
+    ctx.report("figures", 1, 1)
+    audit_params = {k: params[k] for k in AUDIT_PARAMS if k in params}
     audit_params["simple_blocks"] = out.get("simple_blocks", params.get("simple_blocks"))
     return HandlerResult(
-        files=[OutputFile("results", results_file, "application/json", f"{ctx.resource_id}-results.json")],
+        files=files,
         fields={
             "verdict": out["verdict"],
             "verdict_code": out.get("verdict_code"),
@@ -39,3 +59,19 @@ def run_audit_job(ctx: JobContext) -> HandlerResult:
             "params": audit_params,
         },
     )
+
+
+def _audited_network(ctx: JobContext):
+    """(network, members): a single model and None, or an Ensemble and its member modules."""
+    from sbengine.ensemble import Ensemble
+
+    params = ctx.params
+    members = []
+    num_classes = None
+    for model_id in params.get("model_ids") or [params["model_id"]]:
+        modules, row = load_members(ctx, model_id)
+        members.extend(modules)
+        num_classes = row.num_classes
+    if len(members) == 1:
+        return members[0], None
+    return Ensemble(members, params.get("combine") or "logits", num_classes=num_classes), members
