@@ -19,6 +19,7 @@ RUN mkdir -p sbengine service worker \
 COPY sbengine ./sbengine
 COPY service ./service
 COPY worker ./worker
+COPY sbclient ./sbclient
 RUN pip install --no-deps . && rm -rf build
 
 # `sbaudit migrate` finds migrations/ in the working directory.

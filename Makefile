@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench serve clean
+.PHONY: test fuzz lint bench serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ test: $(STAMP)
 # Embedded mode: SQLite + local executor in ./sbaudit-data, http://127.0.0.1:8000. Prints the admin key on first start.
 serve: $(STAMP)
 	$(BIN)/sbaudit serve
+
+# Property-based fuzzing of every API operation (schemathesis) with 500 examples each; `make test` runs 50.
+fuzz: $(STAMP)
+	SBAUDIT_FUZZ_EXAMPLES=$${SBAUDIT_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -q --timeout=3600 tests/e2e/test_fuzz_api.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,17 +1,23 @@
-"""Load on the running embedded API from a second process on loopback: GET job, GET list, POST dataset.
+"""Load on a running API from a second process on loopback: GET job, GET list, POST dataset.
 
-Each scenario runs for ``--duration`` seconds with ``--clients`` concurrent keep-alive connections and
-reports requests/s and p50/p99 latency (client-side, full round trip). Prints one JSON line on stdout,
-a table on stderr.
+Each scenario runs for ``--duration`` seconds with ``--clients`` concurrent keep-alive connections (a list:
+``1,16,64``) and reports requests/s and p50/p99 latency (client-side, full round trip). ``--queued N`` then
+queues N more jobs and measures GET job again: the p50 ratio shows whether a long queue slows the hot path.
+Prints one JSON line on stdout, a table on stderr.
 
     # against a server you started with `make serve` (key from ./sbaudit-data/admin-key):
     .venv/bin/python bench/api_load.py --url http://127.0.0.1:8000
-    # or let the script start a throw-away embedded server on a free port:
-    .venv/bin/python bench/api_load.py --start-server
+    # a throw-away embedded server (SQLite, jobs run in the same process's executor, on the same cores):
+    .venv/bin/python bench/api_load.py --start-server embedded --clients 1,16,64
+    # a throw-away scaled server (PostgreSQL + Redis, 2 uvicorn processes, no workers: jobs stay queued):
+    .venv/bin/python bench/api_load.py --start-server scaled --api-workers 2 --clients 1,16,64 --queued 1000
     # CPU cost per request inside one process (no network, no concurrency; steadier on a busy machine):
     .venv/bin/python bench/api_load.py --in-process
 
-The POST scenario queues real dataset jobs; the script cancels the ones still queued when it ends.
+Servers it starts, and the in-process app, have the per-key rate limits switched off (it drives one key far
+past them); against your own server (--url) set SBAUDIT_RATE_LIMIT_PER_SECOND=0 and
+SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE=0 there, or the numbers measure the 429s. The POST
+scenario queues real dataset jobs; the script cancels the ones still queued when it ends.
 """
 
 from __future__ import annotations
@@ -117,14 +123,9 @@ async def scenario(
     }
 
 
-async def run(url: str, key: str, clients: int, duration: float, warmup: float) -> list[dict]:
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
-        seed = await c.post("/v1/datasets", json={**POST_BODY, "seed": 10**9})
-        seed.raise_for_status()
-        job_id = seed.json()["job_id"]
-        # Let the job behind it finish first: its process start-up would otherwise compete for the CPU.
-        await c.get(f"/v1/jobs/{job_id}", params={"wait": 60})
-    created: list[str] = [job_id]
+def scenarios(job_id: str, created: list[str]) -> list[tuple[str, object]]:
+    """GET job, GET list, POST dataset. The POSTs come last: in embedded mode the jobs they queue run on the
+    same cores and would slow whatever is measured after them."""
 
     async def get_job(conn, i, n):
         return await conn.request("GET", f"/v1/jobs/{job_id}")
@@ -133,16 +134,87 @@ async def run(url: str, key: str, clients: int, duration: float, warmup: float) 
         return await conn.request("GET", "/v1/jobs?limit=20")
 
     async def post_dataset(conn, i, n):
-        status, body = await conn.request("POST", "/v1/datasets", {**POST_BODY, "seed": i * 1_000_000 + n})
+        body = {**POST_BODY, "seed": len(created) * 10**6 + i * 10**4 + n}
+        status, answer = await conn.request("POST", "/v1/datasets", body)
         if status == 202:
-            created.append(json.loads(body)["job_id"])
-        return status, body
+            created.append(json.loads(answer)["job_id"])
+        return status, answer
 
+    return [("get_job", get_job), ("list_jobs", list_jobs), ("post_dataset", post_dataset)]
+
+
+async def run(
+    url: str,
+    key: str,
+    clients_list: list[int],
+    duration: float,
+    warmup: float,
+    queued: int,
+    keep_queued: bool,
+) -> dict:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as c:
+        seed = await c.post("/v1/datasets", json={**POST_BODY, "seed": 10**12})
+        seed.raise_for_status()
+        job_id = seed.json()["job_id"]
+        # Let the job behind it finish first where jobs run here: its start-up would compete for the CPU.
+        await c.get(f"/v1/jobs/{job_id}", params={"wait": 60})
+    created: list[str] = []
     results = []
-    for name, fn in (("get_job", get_job), ("list_jobs", list_jobs), ("post_dataset", post_dataset)):
-        results.append(
-            await scenario(name, fn, url=url, key=key, clients=clients, duration=duration, warmup=warmup)
-        )
+    for name, fn in scenarios(job_id, created):
+        for clients in clients_list:
+            result = await scenario(
+                name, fn, url=url, key=key, clients=clients, duration=duration, warmup=warmup
+            )
+            results.append({**result, "clients": clients})
+    queue = None
+    if queued:
+        queue = await queued_jobs_effect(url, key, job_id, queued, duration, warmup)
+    if not keep_queued:
+        await cancel_all(url, key, created + queue.pop("job_ids", []) if queue else created)
+    elif queue:
+        queue.pop("job_ids", None)
+    return {"results": results, "queued": queue}
+
+
+async def queued_jobs_effect(
+    url: str, key: str, job_id: str, count: int, duration: float, warmup: float
+) -> dict:
+    """GET job at 16 clients before and after ``count`` more jobs are queued (nobody runs them): the ratio of
+    the two p50 latencies shows whether a long queue slows the hot path."""
+
+    async def get_job(conn, i, n):
+        return await conn.request("GET", f"/v1/jobs/{job_id}")
+
+    async def rate(label: str) -> dict:
+        return await scenario(label, get_job, url=url, key=key, clients=16, duration=duration, warmup=warmup)
+
+    before = await rate("get_job_before_queue")
+    ids = []
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        sem = asyncio.Semaphore(8)
+
+        async def post(n):
+            async with sem:
+                r = await c.post("/v1/datasets", json={**POST_BODY, "seed": 10**13 + n})
+                r.raise_for_status()
+                ids.append(r.json()["job_id"])
+
+        await asyncio.gather(*(post(n) for n in range(count)))
+        waiting = (await c.get("/v1/jobs", params={"state": "queued", "limit": 1})).json()
+    after = await rate("get_job_after_queue")
+    return {
+        "queued": count,
+        "still_queued_sample": len(waiting["data"]),
+        "before": before,
+        "after": after,
+        "p50_ratio": round(after["p50_ms"] / before["p50_ms"], 3),
+        "rps_ratio": round(before["rps"] / after["rps"], 3),
+        "job_ids": ids,
+    }
+
+
+async def cancel_all(url: str, key: str, job_ids: list[str]) -> None:
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
         sem = asyncio.Semaphore(8)
 
@@ -150,8 +222,7 @@ async def run(url: str, key: str, clients: int, duration: float, warmup: float) 
             async with sem:
                 await c.post(f"/v1/jobs/{jid}/cancel")
 
-        await asyncio.gather(*(cancel(j) for j in created))
-    return results
+        await asyncio.gather(*(cancel(j) for j in job_ids))
 
 
 async def in_process(requests: int) -> list[dict]:
@@ -163,7 +234,7 @@ async def in_process(requests: int) -> list[dict]:
     from service.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="sbaudit-bench-") as tmp:
-        settings = Settings(data_dir=Path(tmp))
+        settings = Settings(data_dir=Path(tmp), rate_limit_per_second=0, job_rate_limit_per_minute=0)
         migrate.upgrade(settings.database_url)
         db = Database.connect(settings.database_url)
         key, _ = create_key(db, owner="bench")
@@ -195,30 +266,78 @@ async def in_process(requests: int) -> list[dict]:
     return results
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SBAUDIT_")}
-    env.update(SBAUDIT_DATA_DIR=str(data_dir), SBAUDIT_ACCESS_LOG="false", SBAUDIT_LOG_LEVEL="warning")
-    sbaudit = Path(sys.executable).with_name("sbaudit")
-    proc = subprocess.Popen(
-        [str(sbaudit), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url, (data_dir / "admin-key").read_text().strip()
-        except httpx.HTTPError:
+# The benchmark drives one key far past the default per-key rate limits; it measures the API, not them.
+UNLIMITED = {"SBAUDIT_RATE_LIMIT_PER_SECOND": "0", "SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE": "0"}
+
+
+class ThrowAwayServer:
+    """``sbaudit serve`` on a free port in a temporary data dir. ``scaled``: PostgreSQL (a fresh database)
+    and Redis (Celery), ``api_workers`` uvicorn processes and no `sbaudit worker`: jobs stay queued, as if
+    the workers ran on other hosts, so the numbers are the API's alone."""
+
+    def __init__(self, mode: str, api_workers: int, pg_url: str, redis_url: str) -> None:
+        self.mode, self.tmp = mode, tempfile.TemporaryDirectory(prefix="sbaudit-bench-")
+        data_dir = Path(self.tmp.name) / "data"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SBAUDIT_")}
+        env.update(
+            UNLIMITED,
+            SBAUDIT_DATA_DIR=str(data_dir),
+            SBAUDIT_ACCESS_LOG="false",
+            SBAUDIT_LOG_LEVEL="warning",
+            OMP_NUM_THREADS="1",
+        )
+        self.database = None
+        if mode == "scaled":
+            import psycopg
+
+            self.pg_admin, self.database = pg_url, f"sbaudit_bench_{os.getpid()}"
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+            parts = urlsplit(pg_url)
+            env.update(
+                SBAUDIT_DATABASE_URL=parts._replace(
+                    scheme="postgresql+psycopg", path=f"/{self.database}"
+                ).geturl(),
+                SBAUDIT_BROKER_URL=redis_url,
+                SBAUDIT_API_WORKERS=str(api_workers),
+            )
+        sbaudit = Path(sys.executable).with_name("sbaudit")
+        self.proc = subprocess.Popen(
+            [str(sbaudit), "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    self.key = (data_dir / "admin-key").read_text().strip()
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                break
             time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not start")
+        self.close()
+        raise SystemExit("the server did not start")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        if self.database:
+            import psycopg
+
+            with psycopg.connect(self.pg_admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        self.tmp.cleanup()
 
 
 def main() -> None:
@@ -229,10 +348,28 @@ def main() -> None:
         default=os.environ.get("SBAUDIT_API_KEY"),
         help="default: $SBAUDIT_API_KEY or ./sbaudit-data/admin-key",
     )
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", default="16", help="comma-separated concurrency levels, e.g. 1,16,64")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--start-server", action="store_true", help="start a throw-away embedded server")
+    parser.add_argument(
+        "--start-server",
+        choices=("embedded", "scaled"),
+        help="start a throw-away server in this mode (scaled: PostgreSQL + Redis, no workers)",
+    )
+    parser.add_argument("--api-workers", type=int, default=2, help="uvicorn processes of a scaled server")
+    parser.add_argument(
+        "--queued",
+        type=int,
+        default=0,
+        help="then queue this many jobs and compare GET job before/after (needs jobs that stay "
+        "queued: a scaled server, or a server whose workers are busy or stopped)",
+    )
+    parser.add_argument(
+        "--pg-url", default=os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/14"
+    )
     parser.add_argument("--in-process", action="store_true", help="measure CPU per request in this process")
     parser.add_argument("--requests", type=int, default=500, help="requests per scenario with --in-process")
     args = parser.parse_args()
@@ -253,12 +390,12 @@ def main() -> None:
         )
         return
 
-    proc = None
-    tmp = None
+    clients = [int(c) for c in args.clients.split(",")]
+    server = None
     url, key = args.url, args.key
     if args.start_server:
-        tmp = tempfile.TemporaryDirectory(prefix="sbaudit-bench-")
-        proc, url, key = start_server(Path(tmp.name) / "data")
+        server = ThrowAwayServer(args.start_server, args.api_workers, args.pg_url, args.redis_url)
+        url, key = server.url, server.key
     elif key is None:
         key_file = Path("sbaudit-data/admin-key")
         if not key_file.exists():
@@ -267,30 +404,34 @@ def main() -> None:
             )
         key = key_file.read_text().strip()
     try:
-        results = asyncio.run(run(url, key, args.clients, args.duration, args.warmup))
+        out = asyncio.run(run(url, key, clients, args.duration, args.warmup, args.queued, keep_queued=False))
     finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
-        if tmp is not None:
-            tmp.cleanup()
-    for r in results:
+        if server is not None:
+            server.close()
+    for r in out["results"]:
         print(
-            f"{r['scenario']:>13}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-            f"errors {r['errors']}",
+            f"{r['clients']:>3} clients {r['scenario']:>13}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+            f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}",
+            file=sys.stderr,
+        )
+    if out["queued"]:
+        q = out["queued"]
+        print(
+            f"GET job with {q['queued']} more queued jobs: p50 x{q['p50_ratio']}, req/s /{q['rps_ratio']}",
             file=sys.stderr,
         )
     print(
         json.dumps(
             {
                 "bench": "api_load",
-                "mode": "loopback",
+                "mode": args.start_server or "url",
                 "url": url,
-                "clients": args.clients,
+                "api_workers": args.api_workers if args.start_server == "scaled" else 1,
                 "duration_s": args.duration,
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
-                "results": results,
+                "load_before": os.getloadavg()[0],
+                **out,
             }
         )
     )

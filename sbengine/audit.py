@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from sbengine.boundary import decision_slice
 from sbengine.data.dataset import Dataset
 from sbengine.device import cpu_threads_for, resolve_device
 from sbengine.metrics import feature_dependence, randomization, verdict
@@ -105,6 +106,9 @@ def _run_audit(model, dataset, *, checks, opts, simple_blocks, split, repeats, s
         if check == "randomization":
             results[check] = randomization(model, dataset, simple_blocks=simple, split=split, repeats=repeats,
                                            progress=cb, **common)
+            boundary = decision_slice(model, dataset, simple_blocks=simple, split=split, **common)
+            if boundary is not None:
+                results[check]["boundary"] = boundary
         elif check == "feature_dependence":
             results[check] = {
                 method: feature_dependence(model, dataset, method=method, split=split, progress=cb,

@@ -125,6 +125,29 @@ def ensemble_members(summary: dict[str, Any], *, title: str = "Members vs ensemb
     return _png(plt, fig)
 
 
+def decision_boundary(slice_: dict[str, Any], *, title: str = "Decision boundary: S against S$^c$") -> bytes:
+    """Predicted class over a sweep of one S and one S^c canonical coordinate (others from real examples),
+    data points on top: a boundary parallel to the S^c axis means the S^c coordinate is ignored."""
+    from matplotlib.colors import ListedColormap
+
+    plt, fig, ax = _figure(width=5.2, height=4.4)
+    s_axis, sc_axis = slice_["s_axis"], slice_["sc_axis"]
+    ax.imshow(np.asarray(slice_["predicted"], dtype=float), origin="lower", aspect="auto",
+              extent=(s_axis[0], s_axis[-1], sc_axis[0], sc_axis[-1]), interpolation="nearest",
+              cmap=ListedColormap(["#d9d9d9", "#8c8c8c", "#bdbdbd", "#636363"]), vmin=0, vmax=3)
+    pts = slice_["points"]
+    labels = np.asarray(pts["label"])
+    for cls, color in ((0, "#1f77b4"), (1, "#d62728")):
+        keep = labels == cls
+        ax.scatter(np.asarray(pts["s"])[keep], np.asarray(pts["sc"])[keep], s=6, color=color,
+                   label=f"class {cls}", alpha=0.8, linewidths=0)
+    ax.set_xlabel(f"S coordinate {slice_['s_coordinate']} (canonical)")
+    ax.set_ylabel(f"S$^c$ coordinate {slice_['sc_coordinate']} (canonical)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8, loc="upper right")
+    return _png(plt, fig)
+
+
 def audit_figures(audit: dict[str, Any], dataset) -> dict[str, bytes]:
     """Every figure an audit result supports, by artifact name (``<name>.png``)."""
     r = audit["results"]
@@ -132,6 +155,8 @@ def audit_figures(audit: dict[str, Any], dataset) -> dict[str, bytes]:
     rand = r.get("randomization")
     if rand and "histograms" in rand:
         out["logit_histograms"] = logit_histograms(rand["histograms"])
+    if rand and rand.get("boundary"):
+        out["decision_boundary"] = decision_boundary(rand["boundary"])
     for method, rows in (r.get("feature_dependence") or {}).items():
         out[f"dependence_{method}"] = dependence_bars(rows, title=f"Feature dependence ({method})")
     bounds = [(b.name, b.indices[0], b.indices[-1] + 1) for b in dataset.blocks

@@ -7,6 +7,7 @@ small and starts fast, and tests/service/test_no_torch.py keeps it that way.
 
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -17,7 +18,8 @@ from service.body_limit import BodyLimitMiddleware
 from service.db import Database
 from service.dispatch import Executor, NoExecutor
 from service.metrics import AppMetrics, MetricsMiddleware
-from service.routes import artifacts, audits, datasets, health, jobs, models, uploads
+from service.ratelimit import RateLimitMiddleware, budgets
+from service.routes import artifacts, audits, datasets, health, jobs, models, pages, reports, uploads, usage
 from service.settings import Settings, get_settings
 from service.storage import ArtifactStore
 
@@ -50,13 +52,25 @@ def create_app(
     app.state.store = ArtifactStore(settings.artifacts_dir)
     app.state.executor = executor
     app.state.metrics = AppMetrics(db)
-    app.state.key_cache = KeyCache()
+    app.state.key_cache = KeyCache(revocation_marker=settings.key_revocation_file)
+    app.state.clock = time.monotonic  # the rate limiter's clock; tests move it
     errors.install(app)
     for module in (datasets, models, audits, jobs, artifacts, health):
         app.include_router(module.router)
     app.include_router(uploads.router)
+    app.include_router(usage.router)
+    app.include_router(reports.router)  # HTML and JSON audit reports
+    app.include_router(pages.router)  # the web UI (not in the OpenAPI schema)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_json_bytes, stream_paths=uploads.UPLOAD_PATHS
+    )
+    requests_budget, jobs_budget = budgets(settings)
+    app.add_middleware(
+        RateLimitMiddleware,
+        requests=requests_budget,
+        jobs=jobs_budget,
+        known_key=app.state.key_cache.knows,
+        clock=lambda: app.state.clock(),
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -3,6 +3,17 @@
 A key is 256 random bits, shown once when created; the database keeps only its SHA-256 (a slow password
 hash buys nothing for keys this long) and a short prefix to recognise it in listings. Keys are never
 logged. Each key belongs to one owner; every query the routes make is filtered by that owner.
+
+Browsers cannot send an Authorization header from a link, an <img> or an EventSource, so the web UI
+(service/routes/pages.py) stores the key in a cookie, ``sbaudit_key`` (HttpOnly, SameSite=Strict, Path=/).
+When a request carries no Authorization header at all, that cookie authenticates it, **for GET and HEAD
+only**: a browser attaches cookies to cross-site form posts too, so a cookie must never authorize a request
+that changes anything (CSRF). POST and DELETE always need the Bearer header. The Bearer path is unchanged
+and comes first; both paths share the KeyCache.
+
+Revocation (``sbaudit keys revoke``) is effective for the very next request in every API process, on any
+host sharing the data dir: the revoking command appends to ``<data dir>/keys-revoked`` after committing, and
+each KeyCache checks that file on every lookup (see KeyCache and service/revocation.py).
 """
 
 from __future__ import annotations
@@ -25,8 +36,11 @@ from service.db import Database
 from service.errors import Problem
 from service.ids import new_id
 from service.models import ApiKey
+from service.revocation import marker_signature
 
 KEY_PREFIX = "sbk_"
+COOKIE_NAME = "sbaudit_key"
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
 _bearer = HTTPBearer(auto_error=False, description="An API key from `sbaudit keys create`.")
 
 
@@ -95,25 +109,58 @@ def _lookup_hash(db: Database, key_hash: str) -> Principal | None:
 class KeyCache:
     """Recently verified keys (by hash), so most requests skip the key query and the thread hop it needs.
 
-    Only valid keys are cached, for ``ttl`` seconds: a revoked key stops working within that time.
+    Revocation is effective at once (service/revocation.py): every ``get`` compares the signature of the
+    revocation marker file -- one ``stat`` -- and empties the cache when a key was revoked anywhere since.
+    An entry also expires after ``ttl`` seconds and is then re-verified against the database, the backstop
+    for an API process that cannot see the marker. A lookup that started before a revocation must not
+    re-insert the revoked key: ``get`` remembers, per missed key, the marker signature it saw, and ``put``
+    stores the key only while the marker still has that signature (the oldest outstanding miss counts).
     """
 
-    def __init__(self, ttl: float = 5.0, max_entries: int = 4096) -> None:
+    def __init__(
+        self, ttl: float = 5.0, max_entries: int = 4096, revocation_marker: Path | None = None
+    ) -> None:
         self.ttl, self.max_entries = ttl, max_entries
+        self.revocation_marker = revocation_marker
         self._entries: dict[str, tuple[float, Principal]] = {}
+        self._misses: dict[str, tuple[int, int, int] | None] = {}
+        self._signature = self._marker_signature()
         self._lock = threading.Lock()
 
+    def _marker_signature(self) -> tuple[int, int, int] | None:
+        return marker_signature(self.revocation_marker) if self.revocation_marker is not None else None
+
     def get(self, key_hash: str) -> Principal | None:
+        signature = self._marker_signature()
+        if signature != self._signature:
+            with self._lock:
+                self._entries.clear()
+                self._signature = signature
         entry = self._entries.get(key_hash)
         if entry is None or entry[0] < time.monotonic():
+            with self._lock:
+                if len(self._misses) >= self.max_entries:
+                    self._misses.clear()
+                self._misses.setdefault(key_hash, signature)
             return None
         return entry[1]
 
     def put(self, key_hash: str, principal: Principal) -> None:
+        """Cache a key the database just verified, after a ``get`` for it missed."""
         with self._lock:
+            seen = self._misses.pop(key_hash, _NO_MISS)
+            if seen is _NO_MISS or seen != self._marker_signature():
+                return  # a key was revoked while this one was being looked up: don't trust the answer
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
             self._entries[key_hash] = (time.monotonic() + self.ttl, principal)
+
+    def knows(self, key_hash: str) -> bool:
+        """Whether the key was verified recently (no stat, no expiry check: for rate-limit bucketing)."""
+        return key_hash in self._entries
+
+
+_NO_MISS = object()
 
 
 def get_db(request: Request) -> Database:
@@ -126,24 +173,50 @@ async def require_principal(
 ) -> Principal:
     unauthorized = {"WWW-Authenticate": 'Bearer realm="sbaudit"'}
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise Problem(
-            401,
-            "missing API key: send 'Authorization: Bearer <key>'",
-            slug="unauthorized",
-            headers=unauthorized,
-        )
-    cache: KeyCache = request.app.state.key_cache
-    key_hash = hash_key(credentials.credentials)
-    principal = cache.get(key_hash)
-    if principal is None:
-        principal = await anyio.to_thread.run_sync(_lookup_hash, get_db(request), key_hash)
-        if principal is not None:
-            cache.put(key_hash, principal)
+        key = cookie_key(request)
+        if key is None:
+            raise Problem(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                slug="unauthorized",
+                headers=unauthorized,
+            )
+    else:
+        key = credentials.credentials
+    principal = await principal_for_key(request, key)
     if principal is None:
         raise Problem(401, "invalid or revoked API key", slug="unauthorized", headers=unauthorized)
     request.state.owner = principal.owner
     return principal
 
 
+def cookie_key(request: Request) -> str | None:
+    """The key in the ``sbaudit_key`` cookie, when it may authenticate this request: a GET or HEAD with no
+    Authorization header (see the module docstring: never a POST or DELETE)."""
+    if request.method not in COOKIE_METHODS or "authorization" in request.headers:
+        return None
+    return request.cookies.get(COOKIE_NAME) or None
+
+
+async def principal_for_key(request: Request, key: str) -> Principal | None:
+    """The owner of ``key``, or None when it is unknown or revoked (recently verified keys from the cache)."""
+    cache: KeyCache = request.app.state.key_cache
+    key_hash = hash_key(key)
+    principal = cache.get(key_hash)
+    if principal is None:
+        principal = await anyio.to_thread.run_sync(_lookup_hash, get_db(request), key_hash)
+        if principal is not None:
+            cache.put(key_hash, principal)
+    return principal
+
+
 CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
-DB = Annotated[Database, Depends(get_db)]
+
+
+async def _request_db(request: Request) -> Database:
+    """``get_db`` as a coroutine: FastAPI runs plain ``def`` dependencies in its thread pool, a thread hop
+    per request for a mere attribute read."""
+    return request.app.state.db
+
+
+DB = Annotated[Database, Depends(_request_db)]

@@ -15,10 +15,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 _IMMEDIATE = "sbaudit_sqlite_immediate"
+
+# "The database cannot be reached right now" (restarting, failing over, connections dropped, pool
+# exhausted), as opposed to a wrong statement: the API answers 503, the worker retries.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
 
 
 def make_engine(url: str, *, pooled: bool = True) -> Engine:

@@ -2,8 +2,10 @@
 
 Routes raise :class:`Problem`; FastAPI's own errors (unknown route, wrong method, a body the schema
 rejects) and anything unexpected are converted by the handlers installed in :func:`install`. A request the
-schema rejects answers 422 with ``errors: [{"field": "body.n_train", "message": ...}]``; an unexpected
-exception answers a bare 500 (the traceback goes to the server log, never to the client).
+schema rejects answers 422 with ``errors: [{"field": "body.n_train", "message": ...}]``; a database that
+cannot be reached (restarting, failing over, connections dropped) answers 503 with ``Retry-After``: the
+client should retry, and the pool reconnects by itself (``pool_pre_ping``); an unexpected exception answers
+a bare 500 (the traceback goes to the server log, never to the client).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.db import DATABASE_UNAVAILABLE
+
 log = logging.getLogger("sbaudit.api")
 
 PROBLEM_JSON = "application/problem+json"
 _DISCRIMINATORS = ("type", "name")
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class Problem(Exception):
@@ -131,6 +136,29 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return out
 
 
+def body_parse_problem(exc: StarletteHTTPException) -> Problem | None:
+    """FastAPI answers a JSON body it cannot decode for a reason other than a JSON syntax error (bytes that
+    are not UTF-8, nesting deeper than the parser's recursion limit) with a bare 400 "There was an error
+    parsing the body"; the cause is chained. Those are malformed bodies like any other: 422 naming ``body``,
+    saying what is wrong, as for invalid JSON."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        message = f"invalid JSON: not UTF-8 text (byte {cause.start})"
+    elif isinstance(cause, RecursionError):
+        message = "invalid JSON: nested too deeply"
+    elif isinstance(cause, ValueError):
+        message = f"invalid JSON: {cause}"
+    else:
+        return None
+    return field_error("body", message)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -138,6 +166,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        unreadable = body_parse_problem(exc)
+        if unreadable is not None:
+            return problem_response(unreadable, request)
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}"
@@ -153,6 +184,19 @@ def install(app: FastAPI) -> None:
             summary += f"; and {len(errors) - 3} more"
         problem = Problem(422, summary, slug="validation", title="Request validation failed", errors=errors)
         return problem_response(problem, request)
+
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, _first_line(exc))
+        problem = Problem(
+            503,
+            "the database is unavailable; retry shortly",
+            slug="database-unavailable",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+        return problem_response(problem, request)
+
+    for exc_class in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(exc_class, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

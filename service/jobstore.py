@@ -11,11 +11,11 @@ cancel, list) and the worker's runner (claim, heartbeat, progress, finish, reap)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.db import Database
@@ -224,10 +224,32 @@ def expire_lease(db: Database, *, job_id: str, worker_id: str) -> None:
         )
 
 
-def reap_expired(db: Database, *, now: datetime | None = None) -> list[str]:
+def time_limit_error(limit: float) -> str:
+    return f"exceeded the time limit of {limit:g} s"
+
+
+def _over_time(job: Job, now: datetime, time_limit: Callable[[str], float] | None) -> float | None:
+    """The job's limit when this attempt has run longer than it, else None."""
+    if time_limit is None or job.started_at is None:
+        return None
+    limit = time_limit(job.kind)
+    return limit if now - job.started_at > timedelta(seconds=limit) else None
+
+
+def reap_expired(
+    db: Database,
+    *,
+    now: datetime | None = None,
+    time_limit: Callable[[str], float] | None = None,
+    on_ended: Callable[[str], None] | None = None,
+) -> list[str]:
     """Re-queue jobs whose lease expired (their worker died) with attempt+1, or fail them once they used
-    up their attempts; a job that was being canceled ends canceled. Returns the ids re-queued."""
+    up their attempts; a job that was being canceled ends canceled, and one that ran past its time limit
+    (``time_limit(kind)`` seconds; its worker stopped renewing or was killed) ends failed, not retried.
+    Returns the ids re-queued. ``on_ended(job_id)`` is called for each job this pass ended (the worker
+    removes the job's files: no attempt is left to do it)."""
     now = now or utcnow()
+    ended = []
     with db.read_session() as session:
         expired = session.execute(
             select(Job.id, Job.lease_expires_at).where(
@@ -240,8 +262,11 @@ def reap_expired(db: Database, *, now: datetime | None = None) -> list[str]:
             job = _locked(session, job_id)
             if job is None or job.state not in ACTIVE_STATES or job.lease_expires_at != lease:
                 continue  # the worker renewed in between, or someone else reaped it
+            limit = _over_time(job, now, time_limit)
             if job.state == CANCELING:
                 finish(session, job, CANCELED, error="canceled by the user")
+            elif limit is not None:
+                finish(session, job, FAILED, error=time_limit_error(limit))
             elif job.attempt < job.max_attempts:
                 job.state, job.worker_id, job.lease_expires_at, job.dispatched_at = QUEUED, None, None, None
                 job.attempt += 1
@@ -255,7 +280,31 @@ def reap_expired(db: Database, *, now: datetime | None = None) -> list[str]:
                     FAILED,
                     error=f"the worker running this job stopped responding on each of {job.max_attempts} attempts",
                 )
+            if job.state in TERMINAL_STATES:
+                ended.append(job_id)
+    for job_id in ended if on_ended is not None else ():
+        on_ended(job_id)
     return requeued
+
+
+def overdue_job_ids(
+    db: Database, job_ids: Iterable[str], *, time_limit: Callable[[str], float], grace: float
+) -> list[str]:
+    """Of ``job_ids``, the active jobs whose attempt has run past its time limit plus ``grace`` seconds:
+    their process ignored the soft stop (no progress point) and is to be killed."""
+    ids = list(job_ids)
+    if not ids:
+        return []
+    now = utcnow()
+    with db.read_session() as session:
+        rows = session.execute(
+            select(Job.id, Job.kind, Job.started_at).where(Job.id.in_(ids), Job.state.in_(ACTIVE_STATES))
+        ).all()
+    return [
+        job_id
+        for job_id, kind, started in rows
+        if started is not None and now - started > timedelta(seconds=time_limit(kind) + grace)
+    ]
 
 
 def queued_job_ids(db: Database, *, exclude: Iterable[str] = (), limit: int = 10) -> list[str]:
@@ -278,6 +327,20 @@ def undispatched_job_ids(db: Database, *, before: datetime, limit: int = 100) ->
     )
     with db.read_session() as session:
         return list(session.scalars(query))
+
+
+def dispatched_queued_counts(db: Database, *, before: datetime) -> tuple[int, list[str]]:
+    """For the broker sweep: how many queued jobs have a message recorded as sent, and which of them were
+    last sent before ``before`` (oldest first), the ones to send again when the broker lost messages."""
+    sent = (Job.state == QUEUED) & Job.dispatched_at.is_not(None)
+    with db.read_session() as session:
+        total = session.scalar(select(func.count()).select_from(Job).where(sent)) or 0
+        stale = list(
+            session.scalars(
+                select(Job.id).where(sent, Job.dispatched_at < before).order_by(Job.dispatched_at).limit(100)
+            )
+        )
+    return total, stale
 
 
 def mark_dispatched(db: Database, job_ids: Iterable[str]) -> None:

@@ -19,8 +19,18 @@ def _at_most(field: str, value: int | float | None, limit: int | float, what: st
 
 
 def check_dataset(body: DatasetCreate, settings: Settings) -> None:
+    defaults = body.default_sizes()
     for split in ("n_train", "n_val", "n_test"):
-        _at_most(f"body.{split}", getattr(body, split), settings.max_samples, "samples (SBAUDIT_MAX_SAMPLES)")
+        what = "samples (SBAUDIT_MAX_SAMPLES)"
+        value = getattr(body, split)
+        if value is None and defaults.get(split, 0) > settings.max_samples:
+            source = body.preset or "a block composition"
+            raise field_error(
+                f"body.{split}",
+                f"defaults to {defaults[split]} for {source}, which exceeds this server's limit of "
+                f"{settings.max_samples} {what}; give {split} explicitly",
+            )
+        _at_most(f"body.{split}", value, settings.max_samples, what)
     if body.blocks is not None:
         dims = sum(b.count for b in body.blocks)
         _at_most("body.blocks", dims, settings.max_features, "coordinates in total (SBAUDIT_MAX_FEATURES)")
@@ -42,6 +52,12 @@ def check_model(body: ModelCreate, settings: Settings) -> None:
         "body.training.stop.max_updates", stop.max_updates, settings.max_updates, "(SBAUDIT_MAX_UPDATES)"
     )
     _at_most("body.training.stop.max_epochs", stop.max_epochs, settings.max_epochs, "(SBAUDIT_MAX_EPOCHS)")
+    _at_most(
+        "body.ensemble_size",
+        body.ensemble_size,
+        settings.max_ensemble_size,
+        "members (SBAUDIT_MAX_ENSEMBLE_SIZE)",
+    )
 
 
 def check_audit(body: AuditCreate, settings: Settings) -> None:

@@ -59,6 +59,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
         Index("ix_jobs_state_created", "state", "created_at"),
+        Index("ix_jobs_owner_state_created", "owner", "state", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -139,6 +140,8 @@ class Audit(_Resource, Base):
 
 class Artifact(Base):
     __tablename__ = "artifacts"
+    # Covers an owner's storage usage (service/quota.py: the distinct blobs and their sizes) without the table.
+    __table_args__ = (Index("ix_artifacts_owner_blob", "owner", "sha256", "size"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner: Mapped[str] = mapped_column(String(100))

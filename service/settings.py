@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveFloat, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API processes `sbaudit serve` starts (uvicorn workers). Above 1 only with a broker: in "
+        "embedded mode the one API process also runs the jobs.",
+    )
 
     # Job execution.
     workers: int = Field(default=1, ge=1, le=256, description="Concurrent jobs of the local executor.")
@@ -41,10 +48,20 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1, le=100)
     progress_interval_seconds: float = Field(default=1.0, ge=0)
     poll_interval_seconds: float = Field(default=0.5, gt=0)
+    # GET /v1/jobs/{id}/events closes after this long without `end`; EventSource clients then reconnect.
+    events_max_seconds: float = Field(default=3600.0, gt=0)
     reaper_interval_seconds: float = Field(default=5.0, gt=0)
+    # Scaled mode: a queued job whose broker message was lost (never sent, or Redis restarted) is sent again
+    # once it has waited this long since its last send (worker/celery_app.py).
+    redispatch_after_seconds: float = Field(default=30.0, gt=0)
     checkpoint_every_updates: int = Field(default=200, ge=1)
     # `sbaudit worker` touches this file on every reaper pass; a container health check reads its age.
     worker_health_file: Path | None = None
+    # Wall time one attempt of a job may run (worker/runner.py); per-kind overrides as JSON, e.g.
+    # SBAUDIT_JOB_TIME_LIMITS='{"train_model": 3600}'. Past limit + grace the job is stopped the hard way.
+    job_time_limit_seconds: float = Field(default=24 * 3600.0, gt=0)
+    job_time_limits: dict[str, PositiveFloat] = Field(default_factory=dict)
+    job_time_limit_grace_seconds: float = Field(default=30.0, ge=0)
 
     # Request limits the API enforces before queueing a job (the engine checks again).
     max_samples: int = Field(default=1_000_000, ge=1, description="Upper bound on n_train, n_val, n_test.")
@@ -53,10 +70,13 @@ class Settings(BaseSettings):
     )
     max_width: int = Field(default=8192, ge=1, description="Upper bound on widths, filters, hidden sizes.")
     max_depth: int = Field(default=64, ge=1, description="Upper bound on depth and layer counts.")
-    max_batch_size: int = Field(default=65536, ge=1)
+    max_batch_size: int = Field(default=65536, ge=1, description="Upper bound on training.batch_size.")
     max_updates: int = Field(default=10_000_000, ge=1, description="Upper bound on stop.max_updates.")
-    max_epochs: int = Field(default=100_000, ge=1)
+    max_epochs: int = Field(default=100_000, ge=1, description="Upper bound on stop.max_epochs.")
     max_repeats: int = Field(default=100, ge=1, description="Upper bound on audit repeats.")
+    max_ensemble_size: int = Field(
+        default=32, ge=1, le=32, description="Upper bound on ensemble_size (members trained by one job)."
+    )
 
     # Uploaded checkpoints and datasets are validated in a separate process with these limits.
     upload_check_timeout_seconds: float = Field(default=300.0, gt=0)
@@ -64,6 +84,14 @@ class Settings(BaseSettings):
         default=16 << 30, ge=1 << 28, description="Address-space limit of the validator (torch maps ~3 GiB)."
     )
     upload_check_concurrency: int = Field(default=2, ge=1, le=64)
+
+    # Token buckets per API key (service/ratelimit.py), per API process; 0 disables a limit.
+    rate_limit_per_second: float = Field(default=50.0, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    job_rate_limit_per_minute: float = Field(default=60.0, ge=0)
+    job_rate_limit_burst: int = Field(default=20, ge=1)
+    # Bytes of artifacts an owner may hold (service/quota.py); 0 = unlimited.
+    owner_quota_bytes: int = Field(default=20 << 30, ge=0)
 
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=200, ge=1)
@@ -76,6 +104,10 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'sbaudit.db').resolve()}"
         return self
+
+    def job_time_limit(self, kind: str) -> float:
+        """Seconds one attempt of a job of ``kind`` may run."""
+        return self.job_time_limits.get(kind, self.job_time_limit_seconds)
 
     @property
     def is_sqlite(self) -> bool:
@@ -101,6 +133,11 @@ class Settings(BaseSettings):
     @property
     def admin_key_file(self) -> Path:
         return self.data_dir / "admin-key"
+
+    @property
+    def key_revocation_file(self) -> Path:
+        """Appended to by `sbaudit keys revoke`; every API process's key cache watches it."""
+        return self.data_dir / "keys-revoked"
 
 
 @lru_cache

@@ -3,7 +3,8 @@
 With an ``Idempotency-Key`` header the first response is stored per (owner, key) together with a hash of
 the request; a retry with the same request gets that response again (no second job), and the same key with
 a different request is a 422. The record is written in the transaction that creates the resource, so a
-retry racing the original either sees the record or loses on the primary key and replays.
+retry racing the original either sees the record or loses on the primary key and replays. An owner at or
+over their storage quota gets 507 here (service/quota.py); a replay is still answered.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service import quota
 from service.auth import Principal
 from service.errors import Problem, field_error
 from service.models import IdempotencyRecord, utcnow
@@ -86,6 +88,7 @@ def submit(
                     )
                     if replay is not None:
                         return replay
+                quota.room(session, principal.owner, settings.owner_quota_bytes)  # 507 when full
                 payload, location, job_id = build(session)
                 if digest is not None:
                     session.add(

@@ -8,17 +8,19 @@ memory is returned when the job ends.
 The database stays the source of truth: the task claims the job by compare-and-set, so a duplicate or
 late redelivery is a no-op, and we never rely on the broker's visibility timeout to recover a dead
 worker. Instead every worker runs the reaper on a timer in its main process: it re-queues jobs whose lease
-expired (attempt + 1) and sends them again, and re-sends queued jobs whose first dispatch was lost.
+expired (attempt + 1) and sends them again, and re-sends queued jobs whose message was lost: never sent
+(the broker was down when the API sent it) or gone from the broker (Redis restarted without persistence).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import billiard.process
 from celery import Celery, bootsteps
@@ -28,14 +30,12 @@ from service import jobstore
 from service.db import Database
 from service.models import utcnow
 from service.settings import Settings
+from worker.job_files import clean_up_ended_job
 
 log = logging.getLogger("sbaudit.celery")
 
 TASK_NAME = "sbaudit.run_job"
 QUEUE = "sbaudit"
-# A queued job whose message was never recorded as sent is re-sent after this long.
-REDISPATCH_AFTER = timedelta(seconds=30)
-
 _state: dict = {}
 
 
@@ -45,6 +45,12 @@ def _db(settings: Settings) -> Database:
     if db is None or db.pid != os.getpid():
         db = _state["db"] = Database.connect(settings.database_url, pooled=False)
     return db
+
+
+def hard_time_limit(settings: Settings) -> int:
+    """Seconds after which Celery kills a job's pool child: the longest job time limit plus the grace."""
+    longest = max([settings.job_time_limit_seconds, *settings.job_time_limits.values()])
+    return int(longest + settings.job_time_limit_grace_seconds + 2 * settings.job_lease_seconds) + 1
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -57,6 +63,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_max_tasks_per_child=1,
+        # Backstop for a job stuck past its time limit without progress points: the pool child is killed
+        # (the runner's soft stop and the reaper, which fails the job, act per kind and earlier).
+        task_time_limit=hard_time_limit(settings),
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         broker_connection_retry_on_startup=True,
@@ -129,13 +138,39 @@ def send(app: Celery, db: Database, job_ids: list[str]) -> None:
     jobstore.mark_dispatched(db, job_ids)
 
 
+def broker_backlog(app: Celery) -> int:
+    """Messages waiting in the job queue (not counting those a worker has taken)."""
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1)
+        return app.amqp.queues[QUEUE](conn.default_channel).queue_declare().message_count
+
+
+def lost_messages(app: Celery, db: Database, *, before: datetime) -> list[str]:
+    """Queued jobs whose message may be gone from the broker. When the queue holds fewer messages than there
+    are queued jobs recorded as sent, that many were lost (a Redis restart, or a delivery whose claim
+    failed). We cannot tell which, so that many of the jobs last sent before ``before`` are sent again,
+    longest waiting first. A wrong guess only costs a duplicate (a failed claim); the next pass counts
+    again. Each job is re-sent at most once per ``redispatch_after_seconds``."""
+    sent, stale = jobstore.dispatched_queued_counts(db, before=before)
+    if not stale:
+        return []
+    missing = sent - broker_backlog(app)
+    return stale[: max(0, missing)]
+
+
 def reap_and_redispatch(app: Celery, settings: Settings) -> list[str]:
     db = _db(settings)
-    requeued = jobstore.reap_expired(db)
+    requeued = jobstore.reap_expired(
+        db, time_limit=settings.job_time_limit, on_ended=functools.partial(clean_up_ended_job, settings, db)
+    )
     if requeued:
         log.warning("re-queued jobs whose worker stopped responding: %s", ", ".join(requeued))
-    lost = jobstore.undispatched_job_ids(db, before=utcnow() - REDISPATCH_AFTER)
-    todo = list(dict.fromkeys(requeued + lost))
+    before = utcnow() - timedelta(seconds=settings.redispatch_after_seconds)
+    never_sent = jobstore.undispatched_job_ids(db, before=before)
+    lost = lost_messages(app, db, before=before)
+    if never_sent or lost:
+        log.warning("sending again queued jobs whose message was lost: %s", ", ".join(never_sent + lost))
+    todo = list(dict.fromkeys(requeued + never_sent + lost))
     send(app, db, todo)
     return todo
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from worker import cli_keys, cli_migrate, cli_reproduce, cli_serve, cli_upload, cli_worker
+from worker import cli_client, cli_gc, cli_keys, cli_migrate, cli_reproduce, cli_serve, cli_worker
 from worker.cli_common import CliError
 
-COMMAND_MODULES = [cli_reproduce, cli_serve, cli_migrate, cli_keys, cli_worker, cli_upload]
+COMMAND_MODULES = [cli_reproduce, cli_serve, cli_migrate, cli_keys, cli_worker, cli_client, cli_gc]
 
 
 def build_parser() -> argparse.ArgumentParser:

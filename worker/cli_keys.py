@@ -1,4 +1,4 @@
-"""``sbaudit keys create --owner NAME`` / ``sbaudit keys list``: manage API keys."""
+"""``sbaudit keys create --owner NAME`` / ``keys list`` / ``keys revoke KEY_ID_OR_PREFIX``: manage API keys."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("keys", help="create and list API keys", description="Manage API keys.")
+    p = subparsers.add_parser("keys", help="create, list and revoke API keys", description="Manage API keys.")
     sub = p.add_subparsers(dest="keys_command", metavar="ACTION")
     sub.required = True
     create = sub.add_parser("create", help="create a key for an owner and print it (shown only once)")
@@ -18,13 +18,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.set_defaults(handler=run_create)
     listing = sub.add_parser("list", help="list keys (ids, owners, prefixes; never the keys themselves)")
     listing.set_defaults(handler=run_list)
+    revoke = sub.add_parser(
+        "revoke",
+        help="revoke a key; every running API process refuses it from the next request on",
+        description="Revoke an API key. Requests with it get 401 at once, in every API process that shares "
+        "this data dir (and within seconds in any other).",
+    )
+    revoke.add_argument(
+        "key", metavar="KEY_ID_OR_PREFIX", help="a key id (key_...), or a unique prefix of it or of the key"
+    )
+    revoke.set_defaults(handler=run_revoke)
 
 
-def _database():
+def _database(settings=None):
     from service.db import Database
     from worker.cli_support import load_settings, require_migrated
 
-    settings = load_settings()
+    settings = settings or load_settings()
     require_migrated(settings)
     return Database.connect(settings.database_url, pooled=False)
 
@@ -64,4 +74,24 @@ def run_list(args: argparse.Namespace) -> int:
         if row.revoked_at:
             flags = (flags + " revoked").strip()
         print(f"{row.id}  {row.prefix}...  {row.owner}  {row.created_at:%Y-%m-%d %H:%M}  {flags}".rstrip())
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    from service.revocation import KeyNotFound, revoke_key
+    from worker.cli_common import CliError
+    from worker.cli_support import load_settings
+
+    settings = load_settings()
+    db = _database(settings)
+    try:
+        revoked = revoke_key(db, args.key, marker=settings.key_revocation_file)
+    except KeyNotFound as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        db.dispose()
+    if revoked.already_revoked:
+        print(f"{revoked.key_id} (owner {revoked.owner!r}) was already revoked; nothing changed")
+    else:
+        print(f"revoked {revoked.key_id} (owner {revoked.owner!r}); requests with it now get 401")
     return 0

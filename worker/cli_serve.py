@@ -47,16 +47,31 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def _executor(settings, db):
+    if settings.broker_url:
+        from worker.celery_app import CeleryExecutor
+
+        return CeleryExecutor(settings, db)
+    from worker.local import LocalExecutor
+
+    return LocalExecutor(settings, db)
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
     from service.auth import ensure_admin_key
     from service.db import Database
+    from worker.cli_common import CliError
     from worker.cli_support import load_settings, migrate, redact
     from worker.logs import configure_logging
 
     settings = load_settings(host=args.host, port=args.port)
+    if settings.api_workers > 1 and not settings.broker_url:
+        raise CliError(
+            "SBAUDIT_API_WORKERS > 1 needs SBAUDIT_BROKER_URL: in embedded mode one process serves and runs jobs"
+        )
     _check_port_free(settings.host, settings.port)
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -68,23 +83,23 @@ def run(args: argparse.Namespace) -> int:
     elif settings.admin_key_file.exists():
         print(f"sbaudit: the admin API key created on the first start is in {settings.admin_key_file}")
     if settings.broker_url:
-        from worker.celery_app import CeleryExecutor
-
-        executor, mode = (
-            CeleryExecutor(settings, db),
-            f"jobs go to Celery workers via {redact(settings.broker_url)}",
-        )
+        mode = f"jobs go to Celery workers via {redact(settings.broker_url)}"
     else:
-        from worker.local import LocalExecutor
-
-        executor, mode = LocalExecutor(settings, db), f"jobs run here, {settings.workers} at a time"
-    app = create_app(settings, db=db, executor=executor)
+        mode = f"jobs run here, {settings.workers} at a time"
+    if settings.api_workers > 1:
+        mode += f"; {settings.api_workers} API processes"
     print(
         f"sbaudit: serving http://{settings.host}:{settings.port} ({mode}); data in {settings.data_dir}",
         flush=True,
     )
+    if settings.api_workers > 1:
+        db.dispose()  # each uvicorn worker process opens its own pool (worker/asgi.py)
+        app, extra = "worker.asgi:create_app_from_env", {"factory": True, "workers": settings.api_workers}
+    else:
+        app, extra = create_app(settings, db=db, executor=_executor(settings, db)), {}
     uvicorn.run(
         app,
+        **extra,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

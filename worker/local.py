@@ -6,12 +6,16 @@ dispatch, otherwise every ``poll_interval_seconds``) and runs each in its own *s
 (out of memory, a segfault) cannot take the API down: the poller sees the dead process, expires its lease,
 and the reaper re-queues the job (attempt + 1) to resume from its last checkpoint.
 
+A job past its time limit stops at its next progress point (worker/runner.py); one stuck without progress
+points is killed SIGKILL at limit + SBAUDIT_JOB_TIME_LIMIT_GRACE_SECONDS and the reaper fails it.
+
 On shutdown running jobs get SIGTERM; they stop at their next progress point and go back to the queue
 without spending an attempt, so the next ``sbaudit serve`` resumes them.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import signal
@@ -23,6 +27,7 @@ from multiprocessing.process import BaseProcess
 from service import jobstore
 from service.db import Database
 from service.settings import Settings
+from worker.job_files import clean_up_ended_job
 from worker.runner import new_worker_id
 
 log = logging.getLogger("sbaudit.executor")
@@ -116,7 +121,12 @@ class LocalExecutor:
         now = time.monotonic()
         if now - self._last_reap >= self.settings.reaper_interval_seconds:
             self._last_reap = now
-            requeued = jobstore.reap_expired(self.db)
+            self._kill_overdue()
+            requeued = jobstore.reap_expired(
+                self.db,
+                time_limit=self.settings.job_time_limit,
+                on_ended=functools.partial(clean_up_ended_job, self.settings, self.db),
+            )
             if requeued:
                 log.warning("re-queued jobs whose worker stopped responding: %s", ", ".join(requeued))
         free = self.settings.workers - len(self._running)
@@ -135,6 +145,21 @@ class LocalExecutor:
         )
         process.start()
         self._running[job_id] = _Running(process, worker_id)
+
+    def _kill_overdue(self) -> None:
+        """A job past its time limit + grace never reached a progress point to stop at: kill its process.
+        The next tick sees it dead and expires its lease; the reaper then fails it with the reason."""
+        overdue = jobstore.overdue_job_ids(
+            self.db,
+            self._running,
+            time_limit=self.settings.job_time_limit,
+            grace=self.settings.job_time_limit_grace_seconds,
+        )
+        for job_id in overdue:
+            running = self._running[job_id]
+            if running.process.is_alive():
+                log.error("job %s is stuck past its time limit; killing its process", job_id)
+                running.process.kill()
 
     def _collect_finished(self) -> None:
         for job_id, running in list(self._running.items()):

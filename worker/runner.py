@@ -7,7 +7,8 @@
    re-queued) or the user asks to cancel, it raises a flag the progress callback acts on;
 3. run the handler for the job's kind; its engine calls report progress through ``JobContext.progress``,
    which writes it to the database at most once per ``progress_interval_seconds`` and raises
-   :class:`JobCanceled` / :class:`JobInterrupted` / :class:`LeaseLost` there, stopping the engine;
+   :class:`JobCanceled` / :class:`JobInterrupted` / :class:`LeaseLost` / :class:`JobTimeLimit` there,
+   stopping the engine (a job past its time limit ends ``failed`` with the reason, and is not retried);
 4. store the handler's output files in the artifact store (atomically), then in *one* transaction, and only
    if we still hold the job: insert the artifact rows, fill in the resource, mark the job succeeded. A job
    that fails or is canceled records nothing; a job that loses its lease records nothing either, so a
@@ -19,6 +20,7 @@ This module does not import torch; handlers do, inside the job process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -34,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from service import jobstore
-from service.db import Database
+from service.db import DATABASE_UNAVAILABLE, Database
 from service.ids import new_id
 from service.models import Artifact
 from service.settings import Settings
 from service.storage import ArtifactStore
+from worker import faults, job_files
+from worker.db_retry import retry_while_unavailable
 
 log = logging.getLogger("sbaudit.worker")
 
@@ -55,6 +59,14 @@ class JobInterrupted(Exception):
 
 class LeaseLost(Exception):
     """Another worker owns the job now (our lease expired); stop without recording anything."""
+
+
+class JobTimeLimit(Exception):
+    """The job ran past its time limit (SBAUDIT_JOB_TIME_LIMIT_SECONDS); it ends failed, not retried."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(jobstore.time_limit_error(limit))
+        self.limit = limit
 
 
 class JobError(Exception):
@@ -103,11 +115,21 @@ def jsonable(value: Any) -> Any:
 
 
 class _Lease:
-    """Renews the job's lease from a daemon thread and tells the job when to stop."""
+    """Renews the job's lease from a daemon thread and tells the job when to stop.
 
-    def __init__(self, db: Database, job_id: str, worker_id: str, settings: Settings) -> None:
+    It also keeps the job's time limit: past ``deadline`` the progress callback stops the handler; a
+    handler stuck without progress points gets ``grace`` seconds more, then the heartbeat stops renewing,
+    the lease runs out and the reaper ends the job failed (the local executor also kills the process).
+    """
+
+    def __init__(
+        self, db: Database, job_id: str, worker_id: str, settings: Settings, time_limit: float
+    ) -> None:
         self.db, self.job_id, self.worker_id = db, job_id, worker_id
         self.lease_seconds = settings.job_lease_seconds
+        self.time_limit = time_limit
+        self.deadline = time.monotonic() + time_limit
+        self.grace = settings.job_time_limit_grace_seconds
         self.lost = threading.Event()
         self.cancel_requested = threading.Event()
         self._stop = threading.Event()
@@ -129,6 +151,13 @@ class _Lease:
     def _run(self) -> None:
         interval = max(0.2, self.lease_seconds / 3)
         while not self._stop.wait(interval):
+            if time.monotonic() > self.deadline + self.grace:
+                log.warning(
+                    "job %s: still running %.0f s past its time limit; no longer renewing its lease",
+                    self.job_id,
+                    self.grace,
+                )
+                return
             try:
                 state = jobstore.renew_lease(
                     self.db, job_id=self.job_id, worker_id=self.worker_id, lease_seconds=self.lease_seconds
@@ -192,6 +221,8 @@ class _ProgressReporter:
         if self.lease.cancel_requested.is_set():
             raise JobCanceled(self.job_id)
         now = time.monotonic()
+        if now >= self.lease.deadline:
+            raise JobTimeLimit(self.lease.time_limit)
         if now - self.last_write < self.interval:
             return
         self.last_write = now
@@ -201,15 +232,19 @@ class _ProgressReporter:
             "total": getattr(event, "total", None),
             "metrics": jsonable(getattr(event, "metrics", None) or {}),
         }
-        state = jobstore.renew_lease(
-            self.db,
-            job_id=self.job_id,
-            worker_id=self.worker_id,
-            lease_seconds=self.settings.job_lease_seconds,
-            progress=fraction,
-            stage=str(getattr(event, "stage", ""))[:40] or None,
-            detail=detail,
-        )
+        try:
+            state = jobstore.renew_lease(
+                self.db,
+                job_id=self.job_id,
+                worker_id=self.worker_id,
+                lease_seconds=self.settings.job_lease_seconds,
+                progress=fraction,
+                stage=str(getattr(event, "stage", ""))[:40] or None,
+                detail=detail,
+            )
+        except DATABASE_UNAVAILABLE:  # skip this report; the heartbeat keeps retrying the lease
+            log.warning("job %s: progress not recorded, the database is unavailable", self.job_id)
+            return
         self.lease.observe(state)
         if state is None:
             raise LeaseLost(self.job_id)
@@ -248,8 +283,9 @@ def run_job(
         job.max_attempts,
         worker_id,
     )
-    lease = _Lease(db, job.id, worker_id, settings)
+    lease = _Lease(db, job.id, worker_id, settings, settings.job_time_limit(job.kind))
     lease.start()
+    job_files.remove_scratch(settings, job.id)  # left by an attempt that was killed
     scratch = settings.scratch_dir / f"{job.id}-{secrets.token_hex(4)}"
     scratch.mkdir(parents=True, exist_ok=True)
     settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
@@ -265,25 +301,37 @@ def run_job(
         db=db,
         store=store,
         scratch=scratch,
-        checkpoint_path=settings.checkpoints_dir / f"{job.id}.pt",
+        checkpoint_path=job_files.checkpoint_path(settings, job.id),
         progress=_ProgressReporter(db, job.id, worker_id, settings, lease, stop_event),
     )
-    outcome = "failed"
+    outcome = "lost"  # until known: if even ending the job fails (database down), its files are kept
 
     def end(state: str, error: str) -> str:
-        ended = jobstore.end_job(db, job_id=job.id, worker_id=worker_id, state=state, error=error)
+        ended = retry_while_unavailable(
+            lambda: jobstore.end_job(db, job_id=job.id, worker_id=worker_id, state=state, error=error),
+            what=f"job {job.id}: ending {state}",
+        )
         return state if ended else "lost"
 
     try:
         handler = (handlers or {}).get(job.kind) or get_handler(job.kind)
         result = handler(ctx)
+        if time.monotonic() >= lease.deadline:  # it finished, but too late: the limit holds either way
+            raise JobTimeLimit(lease.time_limit)
         outcome = _record(ctx, worker_id, result)
     except JobCanceled:
         outcome = end(jobstore.CANCELED, "canceled by the user")
     except JobInterrupted:
-        outcome = "released" if jobstore.release_job(db, job_id=job.id, worker_id=worker_id) else "lost"
+        released = retry_while_unavailable(
+            lambda: jobstore.release_job(db, job_id=job.id, worker_id=worker_id),
+            what=f"job {job.id}: releasing",
+        )
+        outcome = "released" if released else "lost"
     except LeaseLost:
         outcome = "lost"
+    except JobTimeLimit as exc:
+        log.warning("job %s: %s", job.id, exc)
+        outcome = end(jobstore.FAILED, str(exc))
     except (ValueError, JobError) as exc:
         log.info("job %s failed: %s", job.id, _one_line(exc))
         outcome = end(jobstore.FAILED, _one_line(exc))
@@ -294,14 +342,25 @@ def run_job(
         lease.stop()
         shutil.rmtree(scratch, ignore_errors=True)
         if outcome in ("succeeded", "failed", "canceled"):
-            ctx.checkpoint_path.unlink(missing_ok=True)
+            job_files.clean_up_ended_job(settings, db, job.id)
     log.info("job %s: %s", job.id, outcome)
     return outcome
 
 
 def _record(ctx: JobContext, worker_id: str, result: HandlerResult) -> str:
-    """Store the files, then commit artifacts + resource + job state together, if we still hold the job."""
-    blobs = [(f, ctx.store.put_file(f.path, move=True)) for f in result.files]
+    """Store the files, then commit artifacts + resource + job state together, if we still hold the job.
+    The commit is retried through a database outage (it is a compare-and-set on the job we hold)."""
+    pause_at = functools.partial(faults.pause, job_id=ctx.job_id, data_dir=ctx.settings.data_dir)
+    pause_at("before_artifacts")
+    ledger = job_files.blob_ledger(ctx.settings, ctx.job_id)
+    blobs = [(f, ledger.put_file(f.path)) for f in result.files]
+    pause_at("mid_artifacts")
+    return retry_while_unavailable(
+        lambda: _commit(ctx, worker_id, result, blobs, pause_at), what=f"job {ctx.job_id}: recording results"
+    )
+
+
+def _commit(ctx: JobContext, worker_id: str, result: HandlerResult, blobs: list, pause_at) -> str:
     with ctx.db.write_session() as session:
         job = jobstore.lock_own_job(session, job_id=ctx.job_id, worker_id=worker_id)
         if job is None:
@@ -324,4 +383,5 @@ def _record(ctx: JobContext, worker_id: str, result: HandlerResult) -> str:
             )
         fields = {k: jsonable(v) if isinstance(v, dict | list) else v for k, v in result.fields.items()}
         jobstore.finish(session, job, jobstore.SUCCEEDED, **fields)
+        pause_at("after_artifacts")
     return "succeeded"

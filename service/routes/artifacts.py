@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from service.auth import DB, CurrentPrincipal
 from service.errors import Problem
 from service.models import Artifact
-from service.routes.common import PROBLEM_RESPONSES, get_owned
+from service.routes.common import PROBLEM_RESPONSES, get_owned, problem
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"], responses=PROBLEM_RESPONSES)
 log = logging.getLogger("sbaudit.api")
@@ -20,7 +20,14 @@ log = logging.getLogger("sbaudit.api")
     "/{artifact_id}",
     response_class=FileResponse,
     summary="Download an artifact",
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file."}},
+    responses={
+        200: {
+            # The type each artifact was stored with (ArtifactRead.content_type): these are the ones jobs write.
+            "content": {"application/octet-stream": {}, "application/json": {}, "image/png": {}},
+            "description": "The file.",
+        },
+        503: problem("The file is missing from the artifact store (problem+json)."),
+    },
 )
 def download(artifact_id: str, request: Request, principal: CurrentPrincipal, db: DB):
     with db.read_session() as session:

@@ -11,6 +11,7 @@ from service.ids import new_id
 from service.jobstore import QUEUED, create_job
 from service.models import Audit, Dataset, Model
 from service.routes.common import (
+    CREATE_RESPONSES,
     PROBLEM_RESPONSES,
     Cursor,
     IdempotencyKey,
@@ -100,7 +101,13 @@ def audited_models(session, body: AuditCreate, owner: str) -> tuple[list[Model],
     return rows, len(rows)
 
 
-@router.post("", status_code=202, response_model=AuditRead, summary="Audit a model or an ensemble")
+@router.post(
+    "",
+    status_code=202,
+    responses=CREATE_RESPONSES,
+    response_model=AuditRead,
+    summary="Audit a model or an ensemble",
+)
 def create_audit(
     body: AuditCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
 ):

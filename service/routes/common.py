@@ -29,10 +29,64 @@ Limit = Annotated[
 ]
 Cursor = Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page.")]
 
+# RFC 9457 problem details, as service/errors.py writes them (inline: FastAPI registers no component for
+# a schema that no pydantic model declares). Problems may carry more members (``field``, ``checks``, ...).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:sbaudit:problem:<slug>, or about:blank."},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "What went wrong, for a human."},
+        "instance": {"type": "string", "description": "The request path."},
+        "errors": {
+            "type": "array",
+            "description": "Validation problems: one entry per invalid field.",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An OpenAPI response entry for a problem+json answer."""
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid API key (problem+json)."},
-    404: {"description": "No such resource for this owner (problem+json)."},
-    422: {"description": "The request is invalid; `errors` names each field (problem+json)."},
+    401: problem(
+        "Missing or invalid API key (problem+json).", {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    ),
+    404: problem("No such resource for this owner (problem+json)."),
+    422: problem("The request is invalid; `errors` names each field (problem+json)."),
+    429: problem(
+        "Too many requests for this key; retry after Retry-After seconds (problem+json).", _RETRY_AFTER
+    ),
+    503: problem(
+        "The database is unavailable; retry after Retry-After seconds (problem+json).", _RETRY_AFTER
+    ),
+}
+# Every POST: the JSON body limit (SBAUDIT_MAX_JSON_BYTES, service/body_limit.py) applies to them all.
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: problem("The request body exceeds SBAUDIT_MAX_JSON_BYTES (problem+json)."),
+}
+# The POSTs that create a resource and queue its job: also refused while the owner's storage is full.
+CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **BODY_RESPONSES,
+    507: problem("Your storage quota (SBAUDIT_OWNER_QUOTA_BYTES) is used up (problem+json)."),
 }
 
 

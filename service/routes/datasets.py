@@ -10,6 +10,7 @@ from service.ids import new_id
 from service.jobstore import QUEUED, create_job
 from service.models import Dataset
 from service.routes.common import (
+    CREATE_RESPONSES,
     PROBLEM_RESPONSES,
     Cursor,
     IdempotencyKey,
@@ -27,7 +28,13 @@ from service.views import dataset_read
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("", status_code=202, response_model=DatasetRead, summary="Generate a dataset")
+@router.post(
+    "",
+    status_code=202,
+    responses=CREATE_RESPONSES,
+    response_model=DatasetRead,
+    summary="Generate a dataset",
+)
 def create_dataset(
     body: DatasetCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
 ):

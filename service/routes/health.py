@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from service.errors import PROBLEM_JSON
+from service.routes.common import problem
 
 router = APIRouter(tags=["health"])
 
@@ -38,7 +39,11 @@ def _check_broker(url: str) -> str | None:
         return f"broker unreachable: {type(exc).__name__}"
 
 
-@router.get("/readyz", summary="Readiness: database (and broker, when configured) reachable")
+@router.get(
+    "/readyz",
+    summary="Readiness: database (and broker, when configured) reachable",
+    responses={503: problem("Something is unreachable; `checks` says what (problem+json).")},
+)
 async def readyz(request: Request):
     checks = {"database": await anyio.to_thread.run_sync(_check_database, request)}
     broker = request.app.state.settings.broker_url
@@ -58,7 +63,12 @@ async def readyz(request: Request):
     return {"status": "ready", "checks": {k: "ok" for k in checks}}
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "The Prometheus text format."}},
+)
 async def metrics(request: Request):
     registry = request.app.state.metrics.registry
     payload = await anyio.to_thread.run_sync(generate_latest, registry)

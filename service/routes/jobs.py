@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from service.auth import DB, CurrentPrincipal, Principal
-from service.db import Database
+from service.db import DATABASE_UNAVAILABLE, Database
 from service.errors import Problem, not_found
 from service.ids import looks_like
 from service.jobstore import TERMINAL_STATES, CancelConflict, cancel_job
 from service.models import Job
-from service.routes.common import PROBLEM_RESPONSES, Cursor, Limit, list_owned, model_response, settings_of
+from service.routes.common import (
+    BODY_RESPONSES,
+    PROBLEM_RESPONSES,
+    Cursor,
+    Limit,
+    list_owned,
+    model_response,
+    problem,
+    settings_of,
+)
 from service.schemas.common import JobState, Page
 from service.schemas.jobs import JobRead
 from service.views import job_read
@@ -23,6 +34,10 @@ from service.views import job_read
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
 
 _WAIT_POLL_SECONDS = 0.25
+# A comment line this often keeps proxies and browsers from closing a quiet stream.
+KEEPALIVE_SECONDS = 15.0
+# What a job event reports; a change in any of these is worth a new event (eta_seconds alone is not).
+_EVENT_FIELDS = ("state", "progress", "stage", "detail", "attempt", "error", "updated_at")
 
 
 @router.get("", response_model=Page[JobRead], summary="List jobs, newest first")
@@ -90,7 +105,7 @@ async def get_job(
     status_code=202,
     response_model=JobRead,
     summary="Cancel a job",
-    responses={409: {"description": "The job already succeeded or failed (problem+json)."}},
+    responses={409: problem("The job already succeeded or failed (problem+json)."), **BODY_RESPONSES},
 )
 def cancel(job_id: str, principal: CurrentPrincipal, db: DB):
     """A queued job is canceled at once; a running one moves to ``canceling`` and stops at its next
@@ -104,3 +119,93 @@ def cancel(job_id: str, principal: CurrentPrincipal, db: DB):
     if job is None:
         raise not_found("job", job_id)
     return model_response(job_read(job), status_code=202)
+
+
+def sse_message(event: str, data: str) -> str:
+    """One Server-Sent Event; ``data`` is a single line (JSON dumped without newlines)."""
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+async def job_event_stream(
+    read: Callable[[], Awaitable[JobRead | None]],
+    is_disconnected: Callable[[], Awaitable[bool]],
+    *,
+    poll_seconds: float,
+    max_seconds: float,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+    first: JobRead | None = None,
+) -> AsyncIterator[str]:
+    """The events of one job: ``job`` now and on every change, ``end`` after a terminal state.
+
+    ``read`` returns the job, or None once it is gone (its resource was deleted): the stream then just
+    closes. Past ``max_seconds`` it closes without ``end``; an EventSource reconnects and carries on.
+    """
+    started = last_sent = time.monotonic()
+    yield "retry: 2000\n\n"
+    job = first if first is not None else await read()
+    seen = None
+    while job is not None:
+        fingerprint = tuple(getattr(job, name) for name in _EVENT_FIELDS)
+        now = time.monotonic()
+        if fingerprint != seen:
+            seen, last_sent = fingerprint, now
+            yield sse_message("job", job.model_dump_json())
+            if job.state in TERMINAL_STATES:
+                yield sse_message("end", f'{{"state": "{job.state}"}}')
+                return
+        elif now - last_sent >= keepalive_seconds:
+            last_sent = now
+            yield ": keep-alive\n\n"
+        if now - started >= max_seconds or await is_disconnected():
+            return
+        await anyio.sleep(min(poll_seconds, max(0.0, started + max_seconds - now)))
+        job = await read()
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Follow a job's progress (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`retry: 2000`, then `event: job` with the job (as GET /v1/jobs/{id}) now and on "
+            'every change, `: keep-alive` comments every 15 s, and `event: end` with `{"state": ...}` '
+            "once the job succeeded, failed or was canceled. The stream closes after `end`, or without "
+            "it after SBAUDIT_EVENTS_MAX_SECONDS (reconnect to carry on).",
+        }
+    },
+)
+async def job_events(job_id: str, request: Request, principal: CurrentPrincipal, db: DB):
+    first = await anyio.to_thread.run_sync(_read_job, db, principal, job_id)  # 404 before streaming
+    settings = settings_of(request)
+
+    last = first
+
+    def read_or_none() -> JobRead | None:
+        """The job now; None once it is gone; the last one read while the database is unreachable (the
+        stream then only sends keep-alives until it is back: the headers are out, a 503 no longer can be)."""
+        nonlocal last
+        try:
+            last = _read_job(db, principal, job_id)
+        except Problem:
+            return None
+        except DATABASE_UNAVAILABLE:
+            pass
+        return last
+
+    async def read() -> JobRead | None:
+        return await anyio.to_thread.run_sync(read_or_none)
+
+    stream = job_event_stream(
+        read,
+        request.is_disconnected,
+        poll_seconds=settings.poll_interval_seconds,
+        max_seconds=settings.events_max_seconds,
+        first=first,
+    )
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -13,6 +13,7 @@ from service.ids import new_id
 from service.jobstore import QUEUED, create_job
 from service.models import Dataset, Model
 from service.routes.common import (
+    CREATE_RESPONSES,
     PROBLEM_RESPONSES,
     Cursor,
     IdempotencyKey,
@@ -68,7 +69,13 @@ def check_adversarial(body: ModelCreate, num_classes: int | None) -> None:
             )
 
 
-@router.post("", status_code=202, response_model=ModelRead, summary="Train a model")
+@router.post(
+    "",
+    status_code=202,
+    responses=CREATE_RESPONSES,
+    response_model=ModelRead,
+    summary="Train a model",
+)
 def create_model(
     body: ModelCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
 ):

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Request, Response
 
 from service.auth import DB, CurrentPrincipal
 from service.deletion import delete_resource
-from service.routes.common import get_owned, model_response
+from service.routes.common import get_owned, model_response, problem
 from service.views import artifacts_by_resource
 
 
@@ -31,9 +31,7 @@ def add_item_routes(router: APIRouter, *, table: Any, kind: str, read_model: typ
         status_code=204,
         summary=f"Delete a {kind} and its artifacts",
         name=f"delete_{kind}",
-        responses={
-            409: {"description": "Its job is still running, or other resources use it (problem+json)."}
-        },
+        responses={409: problem("Its job is still running, or other resources use it (problem+json).")},
     )
     def delete_item(resource_id: ResourceId, request: Request, principal: CurrentPrincipal, db: DB):
         delete_resource(

@@ -23,13 +23,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 
+from service import quota
 from service.auth import CurrentPrincipal
 from service.db import Database
 from service.errors import field_error
 from service.ids import new_id
 from service.jobstore import SUCCEEDED, create_job
 from service.models import Artifact, Dataset, Model, utcnow
-from service.routes.common import PROBLEM_RESPONSES, get_owned, require_ready, settings_of
+from service.routes.common import PROBLEM_RESPONSES, get_owned, problem, require_ready, settings_of
 from service.schemas.datasets import DatasetRead
 from service.schemas.models import VISION_ARCHITECTURES, ModelRead
 from service.schemas.uploads import (
@@ -54,10 +55,21 @@ DATASET_UPLOAD_PATH = "/v1/datasets/uploads"
 UPLOAD_PATHS = (MODEL_UPLOAD_PATH, DATASET_UPLOAD_PATH)
 
 _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The same file was already uploaded with the same declaration: that resource."},
-    413: {"description": "The file exceeds SBAUDIT_MAX_UPLOAD_BYTES (problem+json)."},
-    415: {"description": "The body is not multipart/form-data (problem+json)."},
-    503: {"description": "All validator slots are busy; retry after Retry-After seconds (problem+json)."},
+    400: problem("The multipart body is malformed or truncated (problem+json)."),
+    413: problem("The file exceeds SBAUDIT_MAX_UPLOAD_BYTES (problem+json)."),
+    415: problem("The body is not multipart/form-data (problem+json)."),
+    507: problem("Your storage quota (SBAUDIT_OWNER_QUOTA_BYTES) is used up, or this file would exceed it."),
+    503: problem(
+        "All validator slots are busy; retry after Retry-After seconds (problem+json).",
+        {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    ),
+}
+_MODEL_UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_UPLOAD_RESPONSES,
+    200: {
+        "model": ModelRead,
+        "description": "The same file was already uploaded with the same declaration: that model.",
+    },
 }
 
 
@@ -195,6 +207,19 @@ def _check_framing(path: Path, *, kind: str, settings: Settings) -> str:
         if not any(n.endswith("/data.pkl") for n in names):
             raise Rejected("this zip archive is not a torch.save checkpoint (it has no data.pkl)")
     return fmt
+
+
+async def _room(request: Request, owner: str, settings: Settings) -> quota.Room | None:
+    """The owner's room under the storage quota; 507 before reading the body when there is none."""
+    return await anyio.to_thread.run_sync(
+        quota.room_for, request.app.state.db, owner, settings.owner_quota_bytes
+    )
+
+
+def _check_room(upload: ReceivedUpload, stored: list[Path]) -> None:
+    """What will be stored (the validator's output, up to 4x the upload) must fit the quota too."""
+    if upload.room is not None:
+        upload.room.check(sum(path.stat().st_size for path in stored))
 
 
 def _created(read: BaseModel, location: str, status_code: int) -> JSONResponse:
@@ -347,12 +372,15 @@ def _record_model(
     response_model=ModelRead,
     tags=["models"],
     summary="Upload a checkpoint (multipart)",
-    responses=_UPLOAD_RESPONSES,
+    responses=_MODEL_UPLOAD_RESPONSES,
     openapi_extra=_MODEL_FORM,
 )
 async def upload_model(request: Request, principal: CurrentPrincipal):
     settings = settings_of(request)
-    upload = await receive_upload(request, settings=settings, file_field="file", text_fields=MODEL_FIELDS)
+    room = await _room(request, principal.owner, settings)
+    upload = await receive_upload(
+        request, settings=settings, file_field="file", text_fields=MODEL_FIELDS, room=room
+    )
     try:
         return await _upload_model(request, principal.owner, settings, upload)
     except Rejected as exc:
@@ -394,6 +422,7 @@ async def _upload_model(request: Request, owner: str, settings: Settings, upload
         settings=settings,
         workdir=upload.directory,
     )
+    _check_room(upload, [weights])
     read = await anyio.to_thread.run_sync(
         lambda: _record_model(
             db, request.app.state.store, owner=owner, name=body.name, upload=upload, fmt=fmt,
@@ -476,7 +505,10 @@ def _record_dataset(
 )
 async def upload_dataset(request: Request, principal: CurrentPrincipal):
     settings = settings_of(request)
-    upload = await receive_upload(request, settings=settings, file_field="file", text_fields=DATASET_FIELDS)
+    room = await _room(request, principal.owner, settings)
+    upload = await receive_upload(
+        request, settings=settings, file_field="file", text_fields=DATASET_FIELDS, room=room
+    )
     try:
         return await _upload_dataset(request, principal.owner, settings, upload)
     except Rejected as exc:
@@ -508,6 +540,7 @@ async def _upload_dataset(request: Request, owner: str, settings: Settings, uplo
         settings=settings,
         workdir=upload.directory,
     )
+    _check_room(upload, [out / "arrays.npz", out / "dataset.json"])
     read = await anyio.to_thread.run_sync(
         lambda: _record_dataset(
             request.app.state.db, request.app.state.store, owner=owner, body=body, upload=upload,

@@ -117,7 +117,10 @@ class AuditCreate(StrictModel):
         default=None, description="How an ensemble combines its members (default 'logits'); ensembles only."
     )
     simple_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
-        default=None, min_length=1, description="Block indices forming S (default: the dataset's)."
+        default=None,
+        min_length=1,
+        max_length=1000,  # a dataset has at most 1000 blocks (generated or uploaded)
+        description="Block indices forming S (default: the dataset's).",
     )
     split: SplitName = "test"
     repeats: int = Field(default=5, ge=1, description="Independent permutations averaged per figure.")
@@ -162,3 +165,6 @@ class AuditRead(ResourceRead):
     verdict: str | None = None
     verdict_code: str | None = None
     results: dict[str, Any] | None = None
+    environment: dict[str, str] | None = Field(
+        default=None, description="Versions and device the audit ran with (sbaudit, torch, python, device)."
+    )

@@ -23,6 +23,20 @@ PresetName = Literal[SyntheticPreset, ImagePreset]  # one flat Literal: a single
 SYNTHETIC_PRESETS: tuple[str, ...] = typing.get_args(SyntheticPreset)
 IMAGE_PRESETS: tuple[str, ...] = typing.get_args(ImagePreset)
 MAX_BLOCK_COUNT = 100_000
+# (n_train, n_val, n_test) a synthetic dataset gets for the sizes its request leaves out (sbengine's
+# SYNTHETIC_PRESETS and SyntheticSpec), so that SBAUDIT_MAX_SAMPLES bounds those too.
+# tests/service/test_hostile_input.py keeps them in step with the engine.
+PRESET_SIZES: dict[str, tuple[int, int, int]] = {
+    "LMS-5": (100_000, 10_000, 10_000),
+    "LMS-7": (100_000, 10_000, 10_000),
+    "MS-(5,7)": (100_000, 10_000, 10_000),
+    "MS-5": (100_000, 10_000, 10_000),
+    "MS-7": (40_000, 10_000, 10_000),
+    "noisy-LMS-5": (40_000, 10_000, 10_000),
+    "noisy-LMS-7": (40_000, 10_000, 10_000),
+    "AdvMS-(5,7)": (6_000, 2_000, 2_000),
+}
+BLOCKS_SIZES: tuple[int, int, int] = (50_000, 10_000, 10_000)
 
 Count = Field(default=1, ge=1, le=MAX_BLOCK_COUNT, description="How many coordinates of this kind.")
 Margin = Field(default=0.1, gt=0, lt=1, description="Effective margin γ (the gap is 2γB).")
@@ -90,7 +104,10 @@ class DatasetCreate(StrictModel):
     rotate: bool | None = Field(default=None, description="Apply a random rotation (default: true).")
     width: float | None = Field(default=None, gt=0, le=1e6, description="Half-range B of the coordinates.")
     simple_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
-        default=None, min_length=1, description="Indices of the blocks that form S (default: [0])."
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Indices of the blocks that form S (default: [0]).",
     )
     n_train: int | None = Field(default=None, ge=2)
     n_val: int | None = Field(default=None, ge=0)
@@ -116,6 +133,14 @@ class DatasetCreate(StrictModel):
         if (self.preset is None) == (self.blocks is None):
             raise ValueError("give exactly one of 'preset' or 'blocks'")
         return self
+
+    def default_sizes(self) -> dict[str, int]:
+        """The sizes the engine uses for the splits the request leaves out (image presets: none known here;
+        they default to what the raw data holds)."""
+        sizes = BLOCKS_SIZES if self.blocks is not None else PRESET_SIZES.get(self.preset or "")
+        if sizes is None:
+            return {}
+        return dict(zip(("n_train", "n_val", "n_test"), sizes, strict=True))
 
     def engine_request(self) -> dict[str, Any]:
         """The request sbengine.data.build_dataset takes."""

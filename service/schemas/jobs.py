@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from service.schemas.common import JobState, ReadModel
 
@@ -31,3 +31,16 @@ class JobRead(ReadModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+
+    @computed_field(
+        description="Seconds left, extrapolated from the time so far: only while running with progress "
+        "between 1% and 100% (earlier the rate says little)."
+    )
+    @property
+    def eta_seconds(self) -> float | None:
+        progress = self.progress
+        if self.state != "running" or self.started_at is None or not 0.01 < progress < 1:
+            return None
+        started = self.started_at if self.started_at.tzinfo else self.started_at.replace(tzinfo=UTC)
+        elapsed = max(0.0, (datetime.now(UTC) - started).total_seconds())
+        return elapsed * (1 - progress) / progress

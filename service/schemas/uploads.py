@@ -145,6 +145,8 @@ def decode_form(fields: dict[str, str]) -> dict[str, Any]:
                 out[name] = json.loads(text)
             except ValueError as exc:
                 raise FormError(name, f"invalid JSON: {exc}") from None
+            except RecursionError:
+                raise FormError(name, "invalid JSON: nested too deeply") from None
         elif name in _INT_FIELDS:
             try:
                 out[name] = int(text)

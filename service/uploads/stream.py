@@ -2,7 +2,7 @@
 
 The file part streams into ``<data dir>/uploads/<random>/upload`` while its bytes are counted and hashed;
 the moment the count passes SBAUDIT_MAX_UPLOAD_BYTES the request is refused (413) and the directory
-removed. Text parts (the architecture, the blocks, ...) are small, bounded by SBAUDIT_MAX_JSON_BYTES
+removed; likewise (507) when it passes what the owner's storage quota has room for. Text parts (the architecture, the blocks, ...) are small, bounded by SBAUDIT_MAX_JSON_BYTES
 together. The client's file name is kept only to be checked (``formats.check_filename``); the path on
 disk is derived by the server. Whatever goes wrong, the directory is gone when the request ends: the
 caller owns a :class:`ReceivedUpload` and calls ``cleanup()`` in a ``finally``.
@@ -25,6 +25,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from service.errors import Problem
+from service.quota import Room, quota_exceeded
 from service.settings import Settings
 from service.uploads.formats import Rejected, check_filename
 
@@ -55,6 +56,7 @@ class ReceivedUpload:
     filename: str | None = None
     size: int = 0
     sha256: str = ""
+    room: Room | None = None  # the owner's room under the storage quota, when there is one
 
     def cleanup(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -64,15 +66,26 @@ class _TooLarge(Exception):
     pass
 
 
+class _OverQuota(Exception):
+    pass
+
+
 class _Receiver:
     """python-multipart callbacks: route each part to the file or to a bounded text buffer."""
 
     def __init__(
-        self, upload: ReceivedUpload, *, file_field: str, text_fields: tuple[str, ...], settings: Settings
+        self,
+        upload: ReceivedUpload,
+        *,
+        file_field: str,
+        text_fields: tuple[str, ...],
+        settings: Settings,
+        room: Room | None = None,
     ) -> None:
         self.upload = upload
         self.file_field, self.text_fields = file_field, text_fields
         self.max_file = settings.max_upload_bytes
+        self.room = room
         self.max_text = settings.max_json_bytes
         self.text_total = 0
         self.parts = 0
@@ -148,6 +161,8 @@ class _Receiver:
             self.upload.size += n
             if self.upload.size > self.max_file:
                 raise _TooLarge
+            if self.room is not None and self.upload.size > self.room.left:
+                raise _OverQuota
             self.pending.append(bytes(data[start:end]))
             self.pending_size += n
         else:
@@ -200,10 +215,16 @@ def _sweep_stale(root: Path) -> None:
 
 
 async def receive_upload(
-    request: Request, *, settings: Settings, file_field: str, text_fields: tuple[str, ...]
+    request: Request,
+    *,
+    settings: Settings,
+    file_field: str,
+    text_fields: tuple[str, ...],
+    room: Room | None = None,
 ) -> ReceivedUpload:
     """Stream the request's multipart body: the ``file_field`` part to disk (counted, hashed), the
-    ``text_fields`` into memory. Raises :class:`Problem` (400/413/415/422) with nothing left on disk."""
+    ``text_fields`` into memory. Raises :class:`Problem` (400/413/415/422, 507 when the file outgrows the
+    owner's ``room`` under their storage quota) with nothing left on disk."""
     content_type = request.headers.get("content-type", "")
     _, params = parse_options_header(content_type)
     if not content_type.lower().startswith("multipart/form-data") or not params.get(b"boundary"):
@@ -220,9 +241,9 @@ async def receive_upload(
     root = settings.uploads_dir
     root.mkdir(parents=True, exist_ok=True)
     await anyio.to_thread.run_sync(_sweep_stale, root)
-    upload = ReceivedUpload(directory=root / secrets.token_hex(12))
+    upload = ReceivedUpload(directory=root / secrets.token_hex(12), room=room)
     upload.directory.mkdir(mode=0o700)
-    receiver = _Receiver(upload, file_field=file_field, text_fields=text_fields, settings=settings)
+    receiver = _Receiver(upload, file_field=file_field, text_fields=text_fields, settings=settings, room=room)
     parser = MultipartParser(params[b"boundary"], receiver.callbacks())
     try:
         async for chunk in request.stream():
@@ -252,6 +273,10 @@ async def receive_upload(
         upload.cleanup()
         if isinstance(exc, _TooLarge):
             raise too_large(settings.max_upload_bytes) from None
+        if isinstance(exc, _OverQuota):
+            problem = quota_exceeded(used=room.used, quota=room.quota, adding=upload.size)
+            problem.headers = {"Connection": "close"}  # the client is still sending: stop it
+            raise problem from None
         if isinstance(exc, Rejected):
             raise as_problem(exc) from None
         if isinstance(exc, FormParserError):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import pytest
-from e2e_support import PG_ADMIN_URL, REDIS_URL, Server, require_server, start_server
+from e2e_support import REDIS_URL, Server, private_database, require_server, start_server
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +19,9 @@ def embedded(tmp_path_factory) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    require_server("PostgreSQL", PG_ADMIN_URL, 5432)
-    import psycopg
-
-    name = f"sbaudit_test_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(PG_ADMIN_URL)
-    yield parts._replace(scheme="postgresql+psycopg", path=f"/{name}").geturl()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """The scaled tests' database. Tests that need a database of their own use private_database()."""
+    with private_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

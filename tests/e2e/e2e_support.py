@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -172,3 +173,19 @@ def wait_for_job(client: httpx.Client, job_id: str, *, timeout: float = 240) -> 
             return job
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['state']} after {timeout}s: {job}")
+
+
+@contextlib.contextmanager
+def private_database():
+    """A fresh database on the shared server, dropped afterwards; yields its SQLAlchemy URL."""
+    import psycopg
+
+    require_server("PostgreSQL", PG_ADMIN_URL, 5432)
+    name = f"sbaudit_test_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(PG_ADMIN_URL)._replace(scheme="postgresql+psycopg", path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

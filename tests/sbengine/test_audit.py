@@ -31,7 +31,8 @@ def test_all_checks_on_a_single_model(setup):
     assert r["uap"]["fit_split"] == "val" and r["uap"]["eval_split"] == "test"
     assert r["uap"]["uap_norm"]["l2"] == pytest.approx(1.0, abs=1e-4)
     figures = audit_figures(out, ds)
-    assert {"logit_histograms", "dependence_random", "pgd_heatmap", "pgd_block_share", "uap_block_share"} <= set(figures)
+    assert {"logit_histograms", "decision_boundary", "dependence_random", "pgd_heatmap", "pgd_block_share",
+            "uap_block_share"} <= set(figures)
     assert all(png.startswith(b"\x89PNG") for png in figures.values())
 
 

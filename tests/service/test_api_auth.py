@@ -20,6 +20,7 @@ V1_ROUTES = [
     ("GET", "/v1/jobs/job_xxxxxxxxxxxxxxxx"),
     ("POST", "/v1/jobs/job_xxxxxxxxxxxxxxxx/cancel"),
     ("GET", "/v1/artifacts/art_xxxxxxxxxxxxxxxx"),
+    ("GET", "/v1/usage"),
 ]
 
 

@@ -121,7 +121,8 @@ def test_server_limits_are_configurable(settings, db, auth):
     small = settings.model_copy(update={"max_samples": 1000})
     with TestClient(create_app(small, db=db)) as client:
         assert "body.n_train" in fields(client.post("/v1/datasets", json=LMS5, headers=auth))
-        ok = client.post("/v1/datasets", json={**LMS5, "n_train": 1000, "n_test": 100}, headers=auth)
+        sizes = {"n_train": 1000, "n_val": 100, "n_test": 100}  # n_val too: LMS-5's default is 10000
+        ok = client.post("/v1/datasets", json={**LMS5, **sizes}, headers=auth)
         assert ok.status_code == 202
 
 

@@ -74,3 +74,21 @@ def test_dockerfile_runs_as_a_non_root_user_with_a_data_volume():
     assert "COPY migrations" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
+
+
+def test_every_non_python_file_of_the_packages_is_installed():
+    """The Docker image installs the project (not editable): package data must list every such file."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = config.get("package-data", {})
+    for package in ("sbengine", "service", "worker", "sbclient"):
+        for path in (root / package).rglob("*"):
+            if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+                continue
+            owner = ".".join(path.parent.relative_to(root).parts)
+            candidates = {pkg: globs for pkg, globs in patterns.items() if owner == pkg or owner.startswith(pkg + ".")}
+            relative = {pkg: path.relative_to(root / pkg.replace(".", "/")).as_posix() for pkg in candidates}
+            assert any(fnmatch.fnmatch(relative[pkg], g) for pkg, globs in candidates.items() for g in globs), path

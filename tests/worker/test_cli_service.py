@@ -38,3 +38,12 @@ def test_bad_settings_are_one_line_errors(tmp_path, monkeypatch, capsys, clean_e
     monkeypatch.setenv("SBAUDIT_WORKERS", "0")
     assert main(["serve"]) == 2
     assert capsys.readouterr().err.strip().startswith("sbaudit: error: invalid setting SBAUDIT_WORKERS")
+
+
+def test_several_api_processes_need_a_broker(tmp_path, monkeypatch, capsys, clean_env):
+    monkeypatch.setenv("SBAUDIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SBAUDIT_API_WORKERS", "2")
+    assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sbaudit: error: SBAUDIT_API_WORKERS > 1 needs SBAUDIT_BROKER_URL"), err
+    assert not (tmp_path / "data").exists(), "refused before creating anything"

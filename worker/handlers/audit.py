@@ -50,6 +50,7 @@ def run_audit_job(ctx: JobContext) -> HandlerResult:
     ctx.report("figures", 1, 1)
     audit_params = {k: params[k] for k in AUDIT_PARAMS if k in params}
     audit_params["simple_blocks"] = out.get("simple_blocks", params.get("simple_blocks"))
+    audit_params["environment"] = environment(resolve_device(ctx.settings.device))
     return HandlerResult(
         files=files,
         fields={
@@ -59,6 +60,20 @@ def run_audit_job(ctx: JobContext) -> HandlerResult:
             "params": audit_params,
         },
     )
+
+
+def environment(device: str) -> dict[str, str]:
+    """What produced the numbers, stored with them so a report can say how to reproduce it."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    try:
+        sbaudit = version("sbaudit")
+    except PackageNotFoundError:
+        sbaudit = "unknown"
+    return {"sbaudit": sbaudit, "torch": torch.__version__, "python": platform.python_version(), "device": device}
 
 
 def _audited_network(ctx: JobContext):

@@ -1,0 +1,214 @@
+"""Per-key rate limits: token buckets in a pure ASGI middleware, answering 429 with ``Retry-After``.
+
+Two budgets, each a token bucket: every request (SBAUDIT_RATE_LIMIT_PER_SECOND, burst
+SBAUDIT_RATE_LIMIT_BURST) and, on top, the POSTs that create a job (SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE, burst
+SBAUDIT_JOB_RATE_LIMIT_BURST); the job budget is spent only by requests that succeed (a refused request
+queues nothing). A rate of 0 disables that budget. /healthz, /readyz and /metrics are exempt.
+
+The hot path is a SHA-256 of the key and a few dict lookups: no database, no thread hop. A request counts
+against its API key's bucket; while this process has not verified the key (it is not in the KeyCache: a
+first request, or a made-up key) it counts against the client address's bucket as well, and a request
+without a key only against the address's, so inventing keys buys no fresh budget. The buckets live in each API process: with K uvicorn workers or K
+API replicas the effective limit is K times the setting. At most ``max_buckets`` are kept; the least
+recently used go first (a bucket idle for burst/rate seconds is full again, the same as a new one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.errors import PROBLEM_JSON
+
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+JOB_CREATING_PATHS = frozenset(
+    {"/v1/datasets", "/v1/models", "/v1/audits", "/v1/datasets/uploads", "/v1/models/uploads"}
+)
+MAX_BUCKETS = 10_000
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``rate`` tokens per second up to ``burst``; ``what`` describes it in the 429's detail."""
+
+    rate: float
+    burst: int
+    what: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+
+class TokenBuckets:
+    """One bucket per client for one budget, bounded in number."""
+
+    def __init__(
+        self, budget: Budget, clock: Callable[[], float], max_buckets: int = MAX_BUCKETS, *, job_only: bool = False
+    ) -> None:
+        self.budget, self.clock, self.max_buckets, self.job_only = budget, clock, max_buckets, job_only
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def _refilled(self, client: str, now: float) -> _Bucket:
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            bucket = _Bucket(tokens=float(self.budget.burst), stamp=now)
+            self._buckets[client] = bucket
+            if len(self._buckets) > self.max_buckets:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(client)
+            elapsed = max(0.0, now - bucket.stamp)
+            bucket.tokens = min(float(self.budget.burst), bucket.tokens + elapsed * self.budget.rate)
+            bucket.stamp = now
+        return bucket
+
+    def wait(self, client: str) -> float:
+        """Seconds until ``client`` has a token (0 when it has one now); takes nothing."""
+        bucket = self._refilled(client, self.clock())
+        return 0.0 if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) / self.budget.rate
+
+    def take(self, client: str) -> None:
+        bucket = self._buckets.get(client)  # evicted meanwhile: it would be full again anyway
+        if bucket is not None:
+            bucket.tokens -= 1.0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def _presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The key a request presents: its Bearer token, else the web UI's ``sbaudit_key`` cookie."""
+    cookie_key = None
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            return token.strip() or None if scheme.lower() == b"bearer" else None
+        if name == b"cookie" and b"sbaudit_key=" in value:
+            for part in value.split(b";"):
+                key, _, token = part.strip().partition(b"=")
+                if key == b"sbaudit_key" and token:
+                    cookie_key = token
+    return cookie_key
+
+
+class RateLimitMiddleware:
+    """``known_key(key_hash)`` says whether a key hash was verified recently (KeyCache.knows)."""
+
+    def __init__(
+        self,
+        app,
+        *,
+        requests: Budget,
+        jobs: Budget,
+        known_key: Callable[[str], bool],
+        clock: Callable[[], float] = time.monotonic,
+        max_buckets: int = MAX_BUCKETS,
+    ) -> None:
+        self.app = app
+        self.known_key = known_key
+        self.limits = [
+            (TokenBuckets(budget, clock, max_buckets, job_only=job_only), job_only)
+            for budget, job_only in ((requests, False), (jobs, True))
+            if budget.enabled
+        ]
+
+    def _clients(self, scope) -> list[tuple[str, str]]:
+        """The buckets (id, who) a request is counted against."""
+        client = scope.get("client")
+        address = ("ip:" + (client[0] if client else "unknown"), "client")
+        token = _presented_key(scope["headers"])
+        if token is None:
+            return [address]
+        key_hash = hashlib.sha256(token).hexdigest()
+        key = ("key:" + key_hash, "key")
+        return [key] if self.known_key(key_hash) else [key, address]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.limits or scope["path"] in EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        creates_job = scope["method"] == "POST" and scope["path"].rstrip("/") in JOB_CREATING_PATHS
+        clients = self._clients(scope)
+        charges = [
+            (buckets, client)
+            for buckets, job_only in self.limits
+            if creates_job or not job_only
+            for client in clients
+        ]
+        for buckets, (client, who) in charges:
+            wait = buckets.wait(client)
+            if wait > 0:
+                await _too_many(send, scope, buckets.budget, who, wait)
+                return
+        # The job budget pays for work queued: a refused request (4xx) costs only the request budget.
+        for buckets, (client, _who) in charges:
+            if not buckets.job_only:
+                buckets.take(client)
+        deferred = [(buckets, client) for buckets, (client, _who) in charges if buckets.job_only]
+        if not deferred:
+            await self.app(scope, receive, send)
+            return
+
+        async def charge_on_success(message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                for buckets, client in deferred:
+                    buckets.take(client)
+            await send(message)
+
+        await self.app(scope, receive, charge_on_success)
+
+
+def _describe(budget: Budget) -> str:
+    per_minute = budget.what.endswith("/min")
+    rate = budget.rate * 60 if per_minute else budget.rate
+    return f"{rate:g} {budget.what}"
+
+
+async def _too_many(send, scope, budget: Budget, who: str, wait: float) -> None:
+    retry_after = max(1, math.ceil(wait))
+    detail = f"rate limit of {_describe(budget)} for this {who} exceeded; retry after {retry_after} s"
+    body = json.dumps(
+        {
+            "type": "urn:sbaudit:problem:rate-limited",
+            "title": "Too Many Requests",
+            "status": 429,
+            "detail": detail,
+            "instance": scope.get("path", ""),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def budgets(settings) -> tuple[Budget, Budget]:
+    """The two budgets from Settings (the job budget is configured per minute)."""
+    return (
+        Budget(settings.rate_limit_per_second, settings.rate_limit_burst, "requests/s"),
+        Budget(
+            settings.job_rate_limit_per_minute / 60.0,
+            settings.job_rate_limit_burst,
+            "job-creating requests/min",
+        ),
+    )

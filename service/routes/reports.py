@@ -1,0 +1,90 @@
+"""/v1/audits/{id}/report (HTML) and /report.json: an audit's results, figures and how to reproduce it.
+
+Both are plain ``def`` routes, so FastAPI runs them in a worker thread: reading the figures from the
+artifact store is blocking I/O. A browser that opens the HTML report without a key is sent to the login
+page; any other client gets the usual 401 problem.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials
+
+from service.auth import DB, CurrentPrincipal, Principal, _bearer, cookie_key, require_principal
+from service.errors import Problem
+from service.reports.content import block_rows, gather, settings_text
+from service.reports.render import html_response
+from service.routes.common import PROBLEM_RESPONSES, model_response
+from service.routes.pages import login_redirect, wants_html
+from service.schemas.reports import ReportRead
+
+router = APIRouter(prefix="/v1/audits", tags=["audits"], responses=PROBLEM_RESPONSES)
+
+
+async def principal_or_login(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal | RedirectResponse:
+    """The caller, or (for a browser with no key, or a stale one in its cookie) a redirect to the login page."""
+    browser = credentials is None and wants_html(request)
+    if browser and cookie_key(request) is None:
+        return login_redirect(request)
+    try:
+        return await require_principal(request, credentials)
+    except Problem as exc:
+        if browser and exc.status == 401:
+            return login_redirect(request)
+        raise
+
+
+def _report(request: Request, db, principal: Principal, audit_id: str, *, embed: bool):
+    with db.read_session() as session:
+        return gather(
+            session,
+            request.app.state.store,
+            owner=principal.owner,
+            audit_id=audit_id,
+            base_url=str(request.base_url).rstrip("/"),
+            api_version=request.app.version,
+            embed=embed,
+        )
+
+
+@router.get(
+    "/{audit_id}/report",
+    response_class=HTMLResponse,
+    summary="The audit report (one self-contained HTML page)",
+    responses={200: {"content": {"text/html": {}}, "description": "The report, plots embedded."}},
+)
+def audit_report(
+    audit_id: str,
+    request: Request,
+    db: DB,
+    principal: Annotated[Principal | RedirectResponse, Depends(principal_or_login)],
+):
+    """The verdict, a table per check, the figures with how to read them, the model's training curves,
+    the dataset and model, seeds and versions, and the commands that reproduce the audit. Works offline
+    and saved to disk (no external assets). A queued or running audit answers a page saying so."""
+    if isinstance(principal, RedirectResponse):
+        return principal
+    report = _report(request, db, principal, audit_id, embed=True)
+    description = (report.dataset.description or {}) if report.dataset else {}
+    simple = report.read.audit.simple_blocks or list(description.get("simple_blocks") or [])
+    return html_response(
+        "report.html.j2",
+        report=report,
+        blocks=block_rows(description, simple),
+        simple_blocks=simple,
+        settings_text=settings_text,
+        generated=datetime.now(UTC),
+    )
+
+
+@router.get("/{audit_id}/report.json", response_model=ReportRead, summary="The audit report, for machines")
+def audit_report_json(audit_id: str, request: Request, principal: CurrentPrincipal, db: DB):
+    """The report's content: the audit, dataset and model, the verdict, the results, the figures (with
+    captions and download URLs), the environment and the request bodies that reproduce it."""
+    return model_response(_report(request, db, principal, audit_id, embed=False).read)
