@@ -150,7 +150,7 @@ async def run(
     duration: float,
     warmup: float,
     queued: int,
-    keep_queued: bool,
+    only: list[str] | None = None,
 ) -> dict:
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as c:
@@ -158,10 +158,12 @@ async def run(
         seed.raise_for_status()
         job_id = seed.json()["job_id"]
         # Let the job behind it finish first where jobs run here: its start-up would compete for the CPU.
-        await c.get(f"/v1/jobs/{job_id}", params={"wait": 60})
+        await c.get(f"/v1/jobs/{job_id}", params={"wait": 20})  # stays queued where no worker runs
     created: list[str] = []
     results = []
     for name, fn in scenarios(job_id, created):
+        if only and name not in only:
+            continue
         for clients in clients_list:
             result = await scenario(
                 name, fn, url=url, key=key, clients=clients, duration=duration, warmup=warmup
@@ -170,10 +172,7 @@ async def run(
     queue = None
     if queued:
         queue = await queued_jobs_effect(url, key, job_id, queued, duration, warmup)
-    if not keep_queued:
-        await cancel_all(url, key, created + queue.pop("job_ids", []) if queue else created)
-    elif queue:
-        queue.pop("job_ids", None)
+    await cancel_all(url, key, created + (queue.pop("job_ids") if queue else []))
     return {"results": results, "queued": queue}
 
 
@@ -370,6 +369,7 @@ def main() -> None:
     parser.add_argument(
         "--redis-url", default=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/14"
     )
+    parser.add_argument("--scenarios", help="comma-separated subset of get_job,list_jobs,post_dataset")
     parser.add_argument("--in-process", action="store_true", help="measure CPU per request in this process")
     parser.add_argument("--requests", type=int, default=500, help="requests per scenario with --in-process")
     args = parser.parse_args()
@@ -404,7 +404,8 @@ def main() -> None:
             )
         key = key_file.read_text().strip()
     try:
-        out = asyncio.run(run(url, key, clients, args.duration, args.warmup, args.queued, keep_queued=False))
+        only = args.scenarios.split(",") if args.scenarios else None
+        out = asyncio.run(run(url, key, clients, args.duration, args.warmup, args.queued, only))
     finally:
         if server is not None:
             server.close()

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors
+from service import errors, quota
 from service.auth import KeyCache
 from service.body_limit import BodyLimitMiddleware
 from service.db import Database
@@ -53,6 +53,7 @@ def create_app(
     app.state.executor = executor
     app.state.metrics = AppMetrics(db)
     app.state.key_cache = KeyCache(revocation_marker=settings.key_revocation_file)
+    app.state.usage_gate = quota.UsageGate()
     app.state.clock = time.monotonic  # the rate limiter's clock; tests move it
     errors.install(app)
     for module in (datasets, models, audits, jobs, artifacts, health):

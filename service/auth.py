@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import func, select
@@ -204,7 +203,7 @@ async def principal_for_key(request: Request, key: str) -> Principal | None:
     key_hash = hash_key(key)
     principal = cache.get(key_hash)
     if principal is None:
-        principal = await anyio.to_thread.run_sync(_lookup_hash, get_db(request), key_hash)
+        principal = await get_db(request).run_read(_lookup_hash, get_db(request), key_hash)
         if principal is not None:
             cache.put(key_hash, principal)
     return principal

@@ -10,15 +10,19 @@ sessions stay deferred and never block each other.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+import anyio
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+T = TypeVar("T")
 
 _IMMEDIATE = "sbaudit_sqlite_immediate"
 
@@ -92,6 +96,15 @@ class Database:
         """A session whose transaction commits on success and rolls back on any exception."""
         with self.write() as session, session.begin():
             yield session
+
+    async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a short read from async code. SQLite (a local file in WAL mode, where readers never wait for
+        writers) answers in tens of microseconds: on the event loop that is several times cheaper than the
+        thread hop, which dominated the polling hot path (BENCHMARKS.md). A database over the network may
+        stall, so its reads go to a worker thread."""
+        if self.engine.dialect.name == "sqlite":
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args)
 
     def dispose(self) -> None:
         self.engine.dispose()

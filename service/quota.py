@@ -12,6 +12,8 @@ still finish past the quota (its results are kept); the next request is refused 
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -81,6 +83,32 @@ def room(session: Session, owner: str, quota: int) -> Room | None:
     if used >= quota:
         raise quota_exceeded(used=used, quota=quota)
     return Room(used=used, quota=quota)
+
+
+class UsageGate:
+    """The quota check of every create request, without summing the owner's artifacts every time.
+
+    An owner found well under the quota (below ``margin`` of it) is let through without a query for
+    ``ttl`` seconds; one near or over it is checked exactly on every request, so deleting frees room at
+    once. The cost is bounded slack: within ``ttl`` an owner far from the quota can only queue jobs, which may
+    finish past it anyway. Uploads, which add bytes right away, always use the exact ``room``.
+    """
+
+    def __init__(self, ttl: float = 5.0, margin: float = 0.9, max_entries: int = 10_000) -> None:
+        self.ttl, self.margin, self.max_entries = ttl, margin, max_entries
+        self._clear_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def check(self, session: Session, owner: str, quota: int) -> None:
+        """507 when the owner is at or over ``quota`` (0: unlimited)."""
+        if quota <= 0 or self._clear_until.get(owner, 0.0) > time.monotonic():
+            return
+        used = room(session, owner, quota).used
+        if used < self.margin * quota:
+            with self._lock:
+                if len(self._clear_until) >= self.max_entries:
+                    self._clear_until.clear()
+                self._clear_until[owner] = time.monotonic() + self.ttl
 
 
 def room_for(db: Database, owner: str, quota: int) -> Room | None:

@@ -22,7 +22,6 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import quota
 from service.auth import Principal
 from service.errors import Problem, field_error
 from service.models import IdempotencyRecord, utcnow
@@ -88,7 +87,7 @@ def submit(
                     )
                     if replay is not None:
                         return replay
-                quota.room(session, principal.owner, settings.owner_quota_bytes)  # 507 when full
+                request.app.state.usage_gate.check(session, principal.owner, settings.owner_quota_bytes)
                 payload, location, job_id = build(session)
                 if digest is not None:
                     session.add(

@@ -92,11 +92,11 @@ async def get_job(
         float, Query(ge=0, le=60, description="Seconds to wait for the job to finish before answering.")
     ] = 0,
 ):
-    job = await anyio.to_thread.run_sync(_read_job, db, principal, job_id)
+    job = await db.run_read(_read_job, db, principal, job_id)
     deadline = time.monotonic() + wait
     while job.state not in TERMINAL_STATES and time.monotonic() < deadline:
         await anyio.sleep(min(_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-        job = await anyio.to_thread.run_sync(_read_job, db, principal, job_id)
+        job = await db.run_read(_read_job, db, principal, job_id)
     return model_response(job)
 
 
@@ -177,7 +177,7 @@ async def job_event_stream(
     },
 )
 async def job_events(job_id: str, request: Request, principal: CurrentPrincipal, db: DB):
-    first = await anyio.to_thread.run_sync(_read_job, db, principal, job_id)  # 404 before streaming
+    first = await db.run_read(_read_job, db, principal, job_id)  # 404 before streaming
     settings = settings_of(request)
 
     last = first
@@ -195,7 +195,7 @@ async def job_events(job_id: str, request: Request, principal: CurrentPrincipal,
         return last
 
     async def read() -> JobRead | None:
-        return await anyio.to_thread.run_sync(read_or_none)
+        return await db.run_read(read_or_none)
 
     stream = job_event_stream(
         read,

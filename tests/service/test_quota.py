@@ -15,6 +15,7 @@ from upload_testing import assert_nothing_left, stored_files, upload_model
 from service.app import create_app
 from service.ids import new_id
 from service.models import Artifact, Job
+from service.quota import UsageGate
 
 LMS5 = {"preset": "LMS-5", "n_train": 100, "n_val": 10, "n_test": 10, "seed": 0}
 QUOTA = 1000
@@ -94,9 +95,26 @@ def test_a_replay_is_answered_even_over_the_quota(quota_client, db, auth):
     first = quota_client.post("/v1/datasets", json=LMS5, headers={**auth, "Idempotency-Key": "k1"})
     assert first.status_code == 202
     add_artifact(db, "alice", 5000, "big")
+    quota_client.app.state.usage_gate = UsageGate(ttl=0)  # see the next test for the gate's slack
     replay = quota_client.post("/v1/datasets", json=LMS5, headers={**auth, "Idempotency-Key": "k1"})
     assert replay.status_code == 202 and replay.json()["id"] == first.json()["id"]
     problem(quota_client.post("/v1/datasets", json=LMS5, headers={**auth, "Idempotency-Key": "k2"}), 507)
+
+
+def test_owners_well_under_the_quota_skip_the_sum_for_a_while_and_near_it_never(quota_client, db, auth):
+    gate = quota_client.app.state.usage_gate = UsageGate(ttl=3600)
+    assert quota_client.post("/v1/datasets", json=LMS5, headers=auth).status_code == 202  # 0 of 1000: cleared
+    add_artifact(db, "alice", 5000, "big")
+    assert quota_client.post("/v1/datasets", json=LMS5, headers=auth).status_code == 202  # within the slack
+    gate._clear_until.clear()  # the ttl ran out
+    problem(quota_client.post("/v1/datasets", json=LMS5, headers=auth), 507)
+    # Near the quota (above 90 %) every request is checked: deleting frees room at once, filling it stops at once.
+    with db.write_session() as session:
+        session.query(Artifact).filter(Artifact.owner == "alice").delete()
+    add_artifact(db, "alice", 950, "nearly")
+    assert quota_client.post("/v1/datasets", json=LMS5, headers=auth).status_code == 202
+    add_artifact(db, "alice", 50, "full")
+    problem(quota_client.post("/v1/datasets", json=LMS5, headers=auth), 507)
 
 
 def test_an_upload_is_cut_off_when_it_would_pass_the_quota(quota_client, db, auth, settings):
