@@ -161,7 +161,12 @@ async def run(
         await c.get(f"/v1/jobs/{job_id}", params={"wait": 20})  # stays queued where no worker runs
     created: list[str] = []
     results = []
+    queue = None
     for name, fn in scenarios(job_id, created):
+        if name == "post_dataset" and queued:
+            # Before the POST scenario, whose own jobs would already fill the queue.
+            queue = await queued_jobs_effect(url, key, job_id, queued, duration, warmup)
+            created += queue.pop("job_ids")
         if only and name not in only:
             continue
         for clients in clients_list:
@@ -169,10 +174,7 @@ async def run(
                 name, fn, url=url, key=key, clients=clients, duration=duration, warmup=warmup
             )
             results.append({**result, "clients": clients})
-    queue = None
-    if queued:
-        queue = await queued_jobs_effect(url, key, job_id, queued, duration, warmup)
-    await cancel_all(url, key, created + (queue.pop("job_ids") if queue else []))
+    await cancel_all(url, key, created)
     return {"results": results, "queued": queue}
 
 
@@ -391,6 +393,7 @@ def main() -> None:
         return
 
     clients = [int(c) for c in args.clients.split(",")]
+    load_before = os.getloadavg()[0]  # 1-minute load average: what else was running
     server = None
     url, key = args.url, args.key
     if args.start_server:
@@ -431,7 +434,8 @@ def main() -> None:
                 "duration_s": args.duration,
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
-                "load_before": os.getloadavg()[0],
+                "load_before": load_before,
+                "load_after": os.getloadavg()[0],
                 **out,
             }
         )
