@@ -366,6 +366,22 @@ def _record_model(
         return model_read(row, artifacts_by_resource(session, [model_id])[model_id])
 
 
+async def _receive_and_store(request: Request, principal, text_fields, store):
+    """Receive a multipart upload (refused up front when the owner has no room left), hand it to ``store``
+    and always remove what was received, whether it was stored or refused."""
+    settings = settings_of(request)
+    room = await _room(request, principal.owner, settings)
+    upload = await receive_upload(
+        request, settings=settings, file_field="file", text_fields=text_fields, room=room
+    )
+    try:
+        return await store(request, principal.owner, settings, upload)
+    except Rejected as exc:
+        raise as_problem(exc) from None
+    finally:
+        await anyio.to_thread.run_sync(upload.cleanup)
+
+
 @router.post(
     MODEL_UPLOAD_PATH,
     status_code=201,
@@ -376,17 +392,7 @@ def _record_model(
     openapi_extra=_MODEL_FORM,
 )
 async def upload_model(request: Request, principal: CurrentPrincipal):
-    settings = settings_of(request)
-    room = await _room(request, principal.owner, settings)
-    upload = await receive_upload(
-        request, settings=settings, file_field="file", text_fields=MODEL_FIELDS, room=room
-    )
-    try:
-        return await _upload_model(request, principal.owner, settings, upload)
-    except Rejected as exc:
-        raise as_problem(exc) from None
-    finally:
-        await anyio.to_thread.run_sync(upload.cleanup)
+    return await _receive_and_store(request, principal, MODEL_FIELDS, _upload_model)
 
 
 async def _upload_model(request: Request, owner: str, settings: Settings, upload: ReceivedUpload):
@@ -504,17 +510,7 @@ def _record_dataset(
     openapi_extra=_DATASET_FORM,
 )
 async def upload_dataset(request: Request, principal: CurrentPrincipal):
-    settings = settings_of(request)
-    room = await _room(request, principal.owner, settings)
-    upload = await receive_upload(
-        request, settings=settings, file_field="file", text_fields=DATASET_FIELDS, room=room
-    )
-    try:
-        return await _upload_dataset(request, principal.owner, settings, upload)
-    except Rejected as exc:
-        raise as_problem(exc) from None
-    finally:
-        await anyio.to_thread.run_sync(upload.cleanup)
+    return await _receive_and_store(request, principal, DATASET_FIELDS, _upload_dataset)
 
 
 async def _upload_dataset(request: Request, owner: str, settings: Settings, upload: ReceivedUpload):
