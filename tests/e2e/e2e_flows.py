@@ -65,6 +65,11 @@ def dataset_model_audit(client: httpx.Client) -> dict:
     return {"dataset": dataset, "model": model, "audit": audit}
 
 
+# Long enough that the job is still training when a test interrupts it, even on a fast idle machine (600
+# updates of this model once ran inside one progress interval on CI); short enough to finish in seconds.
+INTERRUPTIBLE_UPDATES = 6000
+
+
 def long_training(client: httpx.Client, dataset_id: str, max_updates: int) -> dict:
     """A training job that runs long enough to be interrupted (no early stop)."""
     training = {**TRAINING, "stop": {"max_updates": max_updates}, "eval_every": 100}

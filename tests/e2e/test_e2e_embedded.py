@@ -6,6 +6,7 @@ import signal
 import time
 
 from e2e_flows import (
+    INTERRUPTIBLE_UPDATES,
     SMALL_LMS5,
     attacks_and_plots,
     create,
@@ -61,7 +62,7 @@ def test_stopping_the_server_releases_running_jobs_and_the_next_start_resumes_th
     try:
         with server.client() as client:
             dataset = ready(client, "datasets", create(client, "/v1/datasets", {**SMALL_LMS5, "seed": 5}))
-            model = long_training(client, dataset["id"], max_updates=1500)
+            model = long_training(client, dataset["id"], max_updates=INTERRUPTIBLE_UPDATES)
             checkpoint = server.data_dir / "checkpoints" / f"{model['job_id']}.pt"
             job = wait_until_training(client, model["job_id"])
             while not checkpoint.exists():
@@ -79,6 +80,6 @@ def test_stopping_the_server_releases_running_jobs_and_the_next_start_resumes_th
             job = wait_for_job(client, model["job_id"])
             assert job["state"] == "succeeded" and job["attempt"] == 1, job
             final = client.get(f"/v1/models/{model['id']}").json()
-            assert final["result"]["updates"] == 1500
+            assert final["result"]["updates"] == INTERRUPTIBLE_UPDATES
     finally:
         server.proc.stop()

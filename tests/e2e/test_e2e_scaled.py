@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 import signal
 
-from e2e_flows import SMALL_LMS5, create, dataset_model_audit, long_training, ready, wait_until_training
+from e2e_flows import (
+    INTERRUPTIBLE_UPDATES,
+    SMALL_LMS5,
+    create,
+    dataset_model_audit,
+    long_training,
+    ready,
+    wait_until_training,
+)
 from e2e_support import wait_for_job
 
 
@@ -19,7 +27,7 @@ def test_dataset_model_audit(scaled):
 def test_a_worker_killed_mid_training_is_replaced_and_nothing_is_lost(scaled, tmp_path):
     with scaled.client() as client:
         dataset = ready(client, "datasets", create(client, "/v1/datasets", {**SMALL_LMS5, "seed": 11}))
-        model = long_training(client, dataset["id"], max_updates=1500)
+        model = long_training(client, dataset["id"], max_updates=INTERRUPTIBLE_UPDATES)
         job_id = model["job_id"]
         checkpoint = scaled.data_dir / "checkpoints" / f"{job_id}.pt"
         job = wait_until_training(client, job_id, min_progress=0.0)
@@ -37,12 +45,12 @@ def test_a_worker_killed_mid_training_is_replaced_and_nothing_is_lost(scaled, tm
         models = client.get("/v1/models", params={"dataset_id": dataset["id"]}).json()["data"]
         assert [m["id"] for m in models] == [model["id"]], "exactly one model resource"
         final = models[0]
-        assert final["status"] == "ready" and final["result"]["updates"] == 1500
+        assert final["status"] == "ready" and final["result"]["updates"] == INTERRUPTIBLE_UPDATES
         assert sorted(a["kind"] for a in final["artifacts"]) == ["history", "training_curves", "weights"]
         history = json.loads(
             client.get(next(a["url"] for a in final["artifacts"] if a["kind"] == "history")).content
         )
-        assert [row["step"] for row in history] == list(range(0, 1501, 100)), "history kept across the crash"
+        assert [row["step"] for row in history] == list(range(0, INTERRUPTIBLE_UPDATES + 1, 100)), "history kept across the crash"
         assert not checkpoint.exists()
 
 
@@ -51,7 +59,7 @@ def test_a_worker_stopped_mid_training_hands_its_job_on(scaled, tmp_path):
     spending an attempt, and another worker resumes it from the checkpoint."""
     with scaled.client() as client:
         dataset = ready(client, "datasets", create(client, "/v1/datasets", {**SMALL_LMS5, "seed": 12}))
-        model = long_training(client, dataset["id"], max_updates=1500)
+        model = long_training(client, dataset["id"], max_updates=INTERRUPTIBLE_UPDATES)
         job_id = model["job_id"]
         checkpoint = scaled.data_dir / "checkpoints" / f"{job_id}.pt"
         job = wait_until_training(client, job_id)
@@ -67,4 +75,4 @@ def test_a_worker_stopped_mid_training_hands_its_job_on(scaled, tmp_path):
         job = wait_for_job(client, job_id)
         assert job["state"] == "succeeded" and job["attempt"] == 1, job
         final = client.get(f"/v1/models/{model['id']}").json()
-        assert final["result"]["updates"] == 1500
+        assert final["result"]["updates"] == INTERRUPTIBLE_UPDATES

@@ -17,7 +17,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from e2e_flows import SMALL_LMS5, TINY_LMS5, create, long_training, ready, wait_until_training
+from e2e_flows import (
+    INTERRUPTIBLE_UPDATES,
+    SMALL_LMS5,
+    TINY_LMS5,
+    create,
+    long_training,
+    ready,
+    wait_until_training,
+)
 from e2e_support import (
     PG_ADMIN_URL,
     Proc,
@@ -168,7 +176,7 @@ def test_a_job_canceled_while_its_worker_is_dead_ends_canceled(cluster):
 
 def test_redis_restarted_with_jobs_queued_and_running(cluster):
     with cluster.client() as client:
-        running = train(client, cluster, max_updates=600)
+        running = train(client, cluster, max_updates=INTERRUPTIBLE_UPDATES)
         wait_until_training(client, running["job_id"])
         queued = [create(client, "/v1/datasets", {**TINY_LMS5, "seed": 30 + i}) for i in range(2)]
         with cluster.poller(running["job_id"]):
@@ -196,7 +204,7 @@ def test_redis_restarted_with_jobs_queued_and_running(cluster):
 
 def test_postgres_restarted_while_the_api_serves_and_workers_heartbeat(cluster):
     with cluster.client() as client:
-        model = train(client, cluster, max_updates=600)
+        model = train(client, cluster, max_updates=INTERRUPTIBLE_UPDATES)
         wait_until_training(client, model["job_id"])
         with cluster.poller(model["job_id"]) as poller:
             cluster.proxy.cut()
@@ -217,14 +225,14 @@ def test_postgres_restarted_while_the_api_serves_and_workers_heartbeat(cluster):
         assert "503" in poller.statuses("/v1/jobs/")
         assert job["state"] == "succeeded", job
         final = assert_recorded_once(client, "models", model, MODEL_KINDS)
-        assert final["result"]["updates"] == 600
+        assert final["result"]["updates"] == INTERRUPTIBLE_UPDATES
         assert client.get("/readyz").status_code == 200
         assert_nothing_left_behind(cluster.server, client, model["job_id"])
 
 
 def test_an_api_restart_does_not_disturb_workers(cluster):
     with cluster.client() as client:
-        model = train(client, cluster, max_updates=600)
+        model = train(client, cluster, max_updates=INTERRUPTIBLE_UPDATES)
         wait_until_training(client, model["job_id"])
         with cluster.poller(model["job_id"]):
             restart_api(cluster.server, cluster.tmp)
