@@ -5,11 +5,28 @@ default deferred transactions fail at once with "database is locked" when a tran
 upgrades to a write while another process writes; so transactions opened through :func:`write_session`
 start with ``BEGIN IMMEDIATE`` (they take the write lock up front and wait for it), while read-only
 sessions stay deferred and never block each other.
+
+Within one process, writers also queue on a Python lock taken just before ``BEGIN IMMEDIATE`` and given
+back when the connection returns to the pool (after its commit or rollback). SQLite's own wait is a busy
+handler that naps with growing back-off, up to 100 ms a nap, even when the lock frees a moment later; 16
+request threads taking turns that way made the 99th-percentile POST ten times slower than its median
+(BENCHMARKS.md). A waiter on the Python lock wakes as soon as it is released, and the busy handler is left to
+arbitrate between processes only.
+
+:meth:`Database.run_write` runs a short write transaction from async code (the create endpoints). On SQLite
+it runs on the event loop: the lock is nearly always free, and the transaction takes a fraction of a
+millisecond, less than the trip to a worker thread. It never blocks the loop for longer than a job
+process's transaction (``_LOOP_WAIT_MILLISECONDS``); past that it retries every millisecond in between other
+requests, and hands the write to a thread only if the lock stays taken for ``_LOOP_WRITE_PATIENCE_SECONDS``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,10 +42,19 @@ from sqlalchemy.pool import NullPool
 T = TypeVar("T")
 
 _IMMEDIATE = "sbaudit_sqlite_immediate"
+_NOWAIT = "sbaudit_sqlite_nowait"
+_HOLDS_WRITE_LOCK = "sbaudit_holds_write_lock"
+_BUSY_TIMEOUT_SECONDS = 30
+_LOOP_WRITE_PATIENCE_SECONDS = 0.1
+_LOOP_WAIT_MILLISECONDS = 3
 
 # "The database cannot be reached right now" (restarting, failing over, connections dropped, pool
 # exhausted), as opposed to a wrong statement: the API answers 503, the worker retries.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
+
+
+class WriterBusy(Exception):
+    """A no-wait SQLite write transaction found the write lock taken (by this process or another one)."""
 
 
 def make_engine(url: str, *, pooled: bool = True) -> Engine:
@@ -38,7 +64,7 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     if not pooled:
         kwargs["poolclass"] = NullPool
     if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        kwargs["connect_args"] = {"timeout": _BUSY_TIMEOUT_SECONDS, "check_same_thread": False}
         if pooled:
             # Connections are cheap local handles: allow one per threadpool thread rather than queueing.
             kwargs.update(pool_size=40, max_overflow=10)
@@ -49,6 +75,8 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
 
 
 def _configure_sqlite(engine: Engine) -> None:
+    writer = threading.Lock()  # not an RLock: a connection may be checked in by another thread
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001 - DBAPI types
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own transaction handling is buggy).
@@ -56,14 +84,62 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_SECONDS * 1000}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
-        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        if not options.get(_IMMEDIATE, False):
+            conn.exec_driver_sql("BEGIN")
+        elif options.get(_NOWAIT, False):
+            _begin_without_waiting(conn)
+        else:
+            _begin_waiting(conn)
+
+    def _begin_waiting(conn) -> None:  # noqa: ANN001
+        if not conn.info.get(_HOLDS_WRITE_LOCK):  # a second transaction on the same checkout keeps it
+            if not writer.acquire(timeout=_BUSY_TIMEOUT_SECONDS):
+                raise OperationalError(
+                    "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+                )
+            conn.info[_HOLDS_WRITE_LOCK] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn.info)
+            raise
+
+    def _begin_without_waiting(conn) -> None:  # noqa: ANN001
+        if not conn.info.get(_HOLDS_WRITE_LOCK):
+            if not writer.acquire(blocking=False):
+                raise WriterBusy
+            conn.info[_HOLDS_WRITE_LOCK] = True
+        # The raw DB-API connection: these run on every POST, and SQLAlchemy's statement path costs more than
+        # SQLite does here. A job process's transactions take a millisecond or two: waiting that long is
+        # cheaper than coming back after every other request on the event loop has had its turn.
+        dbapi = conn.connection.dbapi_connection
+        dbapi.execute(f"PRAGMA busy_timeout={_LOOP_WAIT_MILLISECONDS}")
+        try:
+            dbapi.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # another process holds SQLite's lock
+            _release(conn.info)
+            raise WriterBusy from exc
+        finally:
+            dbapi.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_SECONDS * 1000}")
+
+    def _release(info: dict) -> None:
+        if info.pop(_HOLDS_WRITE_LOCK, False):
+            writer.release()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record):  # noqa: ANN001
+        _release(record.info)
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(_dbapi_conn, record, _exception):  # noqa: ANN001
+        _release(record.info)
 
 
 @dataclass
@@ -73,6 +149,7 @@ class Database:
     engine: Engine
     read: sessionmaker[Session]
     write: sessionmaker[Session]
+    write_nowait: sessionmaker[Session]
     pid: int
 
     @classmethod
@@ -83,6 +160,9 @@ class Database:
             engine=engine,
             read=sessionmaker(engine, expire_on_commit=False),
             write=sessionmaker(write_bind, expire_on_commit=False),
+            write_nowait=sessionmaker(
+                write_bind.execution_options(**{_NOWAIT: True}), expire_on_commit=False
+            ),
             pid=os.getpid(),
         )
 
@@ -105,6 +185,46 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             return fn(*args)
         return await anyio.to_thread.run_sync(fn, *args)
+
+    @property
+    def writes_on_event_loop(self) -> bool:
+        """Whether :meth:`run_write` normally runs on the event loop (SQLite) rather than in a thread."""
+        return self.engine.dialect.name == "sqlite"
+
+    async def run_write(self, fn: Callable[[Session], T], *, then: Callable[[T], None] | None = None) -> T:
+        """Run ``fn(session)`` in a write transaction from async code: committed when it returns, rolled back
+        when it raises. ``then(result)`` runs after the commit, in the same place, so that a blocking
+        follow-up (a broker round trip) shares the thread the transaction already needed.
+
+        On SQLite it runs on the event loop as soon as the write lock is free, checking every millisecond
+        without blocking the loop, and waits in a worker thread only if the lock stays taken (a long
+        transaction elsewhere); on a server database it always runs in a thread. Going to a thread at the
+        first refusal is worse than it sounds: a request waiting in a thread holds its place in the lock queue
+        while it waits for the interpreter, so the next requests find the lock taken too and follow it, and
+        the event loop ends up handing nearly every write to threads."""
+        if self.writes_on_event_loop:
+            deadline = time.monotonic() + _LOOP_WRITE_PATIENCE_SECONDS
+            while True:
+                try:
+                    with self.write_nowait() as session, session.begin():
+                        session.connection()  # BEGIN now, before fn does any work
+                        result = fn(session)
+                except WriterBusy:
+                    if time.monotonic() >= deadline:
+                        break
+                    await asyncio.sleep(0.001)
+                    continue
+                if then is not None:
+                    then(result)
+                return result
+        return await anyio.to_thread.run_sync(self._write, fn, then)
+
+    def _write(self, fn: Callable[[Session], T], then: Callable[[T], None] | None) -> T:
+        with self.write_session() as session:
+            result = fn(session)
+        if then is not None:
+            then(result)
+        return result
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -11,9 +11,15 @@ from typing import Protocol
 
 
 class Executor(Protocol):
+    # True when dispatch does network I/O (a broker), so async callers run it in a worker thread.
+    dispatch_blocks: bool
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+    def drain(self) -> None:
+        """Start no more jobs: a shutdown signal arrived, and :meth:`stop` follows once requests finish."""
 
     def dispatch(self, job_id: str) -> None: ...
 
@@ -24,10 +30,15 @@ class Executor(Protocol):
 class NoExecutor:
     """For an API process whose jobs are run elsewhere (or by nobody, in unit tests)."""
 
+    dispatch_blocks = False
+
     def start(self) -> None:
         pass
 
     def stop(self) -> None:
+        pass
+
+    def drain(self) -> None:
         pass
 
     def dispatch(self, job_id: str) -> None:

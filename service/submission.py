@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.auth import Principal
+from service.dispatch import Executor
 from service.errors import Problem, field_error
 from service.models import IdempotencyRecord, utcnow
 
@@ -63,7 +65,7 @@ def _replay(session: Session, *, owner: str, key: str, digest: str, ttl: timedel
     return JSONResponse(record.response, status_code=record.status_code, headers=headers)
 
 
-def submit(
+async def submit(
     request: Request,
     *,
     principal: Principal,
@@ -71,6 +73,7 @@ def submit(
     body: BaseModel,
     build: Builder,
 ) -> JSONResponse:
+    """Create the resource and its job in one transaction (or replay a stored response), then dispatch."""
     db = request.app.state.db
     settings = request.app.state.settings
     ttl = timedelta(hours=settings.idempotency_ttl_hours)
@@ -78,35 +81,50 @@ def submit(
     if idempotency_key is not None:
         _check_key(idempotency_key)
         digest = fingerprint(request, body)
+
+    def accept(session: Session) -> JSONResponse | tuple[dict[str, Any], str, str]:
+        if digest is not None:
+            replay = _replay(session, owner=principal.owner, key=idempotency_key, digest=digest, ttl=ttl)
+            if replay is not None:
+                return replay
+        request.app.state.usage_gate.check(session, principal.owner, settings.owner_quota_bytes)
+        payload, location, job_id = build(session)
+        if digest is not None:
+            session.add(
+                IdempotencyRecord(
+                    owner=principal.owner,
+                    key=idempotency_key,
+                    request_hash=digest,
+                    status_code=202,
+                    location=location,
+                    response=payload,
+                )
+            )
+        return payload, location, job_id
+
+    executor: Executor = request.app.state.executor
+
+    def dispatch(accepted: JSONResponse | tuple[dict[str, Any], str, str]) -> None:
+        if isinstance(accepted, JSONResponse):
+            return  # a replay: its job was dispatched the first time
+        try:
+            executor.dispatch(accepted[2])
+        except Exception:  # the job row is committed; the executor's sweep picks it up later
+            log.exception("dispatching job %s failed; it stays queued", accepted[2])
+
+    # Dispatch right after the commit, in the same place, unless that would block the event loop.
+    on_its_own = executor.dispatch_blocks and db.writes_on_event_loop
     for attempt in range(2):
         try:
-            with db.write_session() as session:
-                if digest is not None:
-                    replay = _replay(
-                        session, owner=principal.owner, key=idempotency_key, digest=digest, ttl=ttl
-                    )
-                    if replay is not None:
-                        return replay
-                request.app.state.usage_gate.check(session, principal.owner, settings.owner_quota_bytes)
-                payload, location, job_id = build(session)
-                if digest is not None:
-                    session.add(
-                        IdempotencyRecord(
-                            owner=principal.owner,
-                            key=idempotency_key,
-                            request_hash=digest,
-                            status_code=202,
-                            location=location,
-                            response=payload,
-                        )
-                    )
+            accepted = await db.run_write(accept, then=None if on_its_own else dispatch)
             break
         except IntegrityError:
             if digest is None or attempt == 1:
                 raise
             # A concurrent request with the same key committed first: replay its response.
-    try:
-        request.app.state.executor.dispatch(job_id)
-    except Exception:  # the job row is committed; the executor's sweep picks it up later
-        log.exception("dispatching job %s failed; it stays queued", job_id)
+    if on_its_own:
+        await anyio.to_thread.run_sync(dispatch, accepted)
+    if isinstance(accepted, JSONResponse):
+        return accepted
+    payload, location, _ = accepted
     return JSONResponse(payload, status_code=202, headers={"Location": location})

@@ -178,6 +178,8 @@ def reap_and_redispatch(app: Celery, settings: Settings) -> list[str]:
 class CeleryExecutor:
     """The API side: send the job id after the job row is committed."""
 
+    dispatch_blocks = True  # a round trip to the broker, then one to the database
+
     def __init__(self, settings: Settings, db: Database) -> None:
         self.db = db
         self.app = make_celery(settings)
@@ -187,6 +189,9 @@ class CeleryExecutor:
 
     def stop(self) -> None:
         pass
+
+    def drain(self) -> None:
+        pass  # jobs run in `sbaudit worker` processes, which stop on their own signal
 
     def ready(self) -> str | None:
         return None

@@ -47,6 +47,25 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def _draining_server_class():
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """Tells the executor to stop starting jobs the moment a shutdown signal arrives. uvicorn first lets
+        open requests finish (up to GRACEFUL_SHUTDOWN_SECONDS) and only then runs the app's shutdown; a job
+        that handed itself back on the same signal would otherwise be started again in that window."""
+
+        def __init__(self, config, executor) -> None:  # noqa: ANN001
+            super().__init__(config)
+            self.executor = executor
+
+        def handle_exit(self, sig, frame) -> None:  # noqa: ANN001
+            self.executor.drain()
+            super().handle_exit(sig, frame)
+
+    return DrainingServer
+
+
 def _executor(settings, db):
     if settings.broker_url:
         from worker.celery_app import CeleryExecutor
@@ -63,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.auth import ensure_admin_key
     from service.db import Database
+    from worker.asgi import settle_heap
     from worker.cli_common import CliError
     from worker.cli_support import load_settings, migrate, redact
     from worker.logs import configure_logging
@@ -92,19 +112,21 @@ def run(args: argparse.Namespace) -> int:
         f"sbaudit: serving http://{settings.host}:{settings.port} ({mode}); data in {settings.data_dir}",
         flush=True,
     )
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        # Long-polls (?wait=) would otherwise hold a Ctrl-C for up to a minute.
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    }
     if settings.api_workers > 1:
         db.dispose()  # each uvicorn worker process opens its own pool (worker/asgi.py)
-        app, extra = "worker.asgi:create_app_from_env", {"factory": True, "workers": settings.api_workers}
-    else:
-        app, extra = create_app(settings, db=db, executor=_executor(settings, db)), {}
-    uvicorn.run(
-        app,
-        **extra,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        # Long-polls (?wait=) would otherwise hold a Ctrl-C for up to a minute.
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
-    return 0
+        uvicorn.run("worker.asgi:create_app_from_env", factory=True, workers=settings.api_workers, **options)
+        return 0
+    executor = _executor(settings, db)
+    app = create_app(settings, db=db, executor=executor)
+    settle_heap()
+    server = _draining_server_class()(uvicorn.Config(app, **options), executor)
+    server.run()
+    return 0 if server.started else 3  # uvicorn's own exit status when start-up fails

@@ -108,7 +108,7 @@ def audited_models(session, body: AuditCreate, owner: str) -> tuple[list[Model],
     response_model=AuditRead,
     summary="Audit a model or an ensemble",
 )
-def create_audit(
+async def create_audit(
     body: AuditCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
 ):
     settings = settings_of(request)
@@ -168,7 +168,7 @@ def create_audit(
         session.flush()
         return audit_read(row, []).model_dump(mode="json"), f"/v1/audits/{row.id}", job.id
 
-    return submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
+    return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 
 
 @router.get("", response_model=Page[AuditRead], summary="List audits, newest first")

@@ -35,7 +35,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROBLEM_R
     response_model=DatasetRead,
     summary="Generate a dataset",
 )
-def create_dataset(
+async def create_dataset(
     body: DatasetCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
 ):
     settings = settings_of(request)
@@ -63,7 +63,7 @@ def create_dataset(
         session.flush()
         return dataset_read(row, []).model_dump(mode="json"), f"/v1/datasets/{row.id}", job.id
 
-    return submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
+    return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 
 
 @router.get("", response_model=Page[DatasetRead], summary="List datasets, newest first")

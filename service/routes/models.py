@@ -76,7 +76,7 @@ def check_adversarial(body: ModelCreate, num_classes: int | None) -> None:
     response_model=ModelRead,
     summary="Train a model",
 )
-def create_model(
+async def create_model(
     body: ModelCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
 ):
     settings = settings_of(request)
@@ -121,7 +121,7 @@ def create_model(
         session.flush()
         return model_read(row, []).model_dump(mode="json"), f"/v1/models/{row.id}", job.id
 
-    return submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
+    return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 
 
 @router.get("", response_model=Page[ModelRead], summary="List models, newest first")

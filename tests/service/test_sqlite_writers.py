@@ -1,0 +1,139 @@
+"""How writers share the SQLite file (service/db.py): in-process writers queue on a Python lock held exactly
+while SQLite's write lock is, and ``run_write`` runs on the event loop when it can without ever blocking
+it for longer than a job process's transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+from service.db import Database, WriterBusy
+from service.models import ApiKey
+
+
+def owner_count(db: Database, owner: str) -> int:
+    with db.read_session() as session:
+        return session.query(ApiKey).filter_by(owner=owner).count()
+
+
+def add_key(session, owner: str) -> None:
+    session.add(ApiKey(id=f"key_{owner}", owner=owner, key_hash=f"hash-{owner}", prefix="sbk_test"))
+    session.flush()
+
+
+def test_writers_in_threads_take_turns_without_errors(db: Database):
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            for i in range(20):
+                with db.write_session() as session:
+                    add_key(session, f"t{n}-{i}")
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with db.read_session() as session:
+        assert session.query(ApiKey).filter(ApiKey.owner.like("t%")).count() == 160
+
+
+def test_the_lock_is_given_back_after_commit_rollback_and_error(db: Database):
+    with db.write_session() as session:
+        add_key(session, "committed")
+    with pytest.raises(RuntimeError), db.write_session() as session:
+        add_key(session, "rolled-back")
+        raise RuntimeError("boom")
+    # Both released: a no-wait writer gets the lock at once.
+    with db.write_nowait() as session, session.begin():
+        session.connection()
+        add_key(session, "after")
+    assert [owner_count(db, o) for o in ("committed", "rolled-back", "after")] == [1, 0, 1]
+
+
+def test_a_no_wait_writer_is_refused_while_a_thread_writes(db: Database):
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.write_session() as session:
+            add_key(session, "holder")
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(WriterBusy), db.write_nowait() as session, session.begin():
+            session.connection()
+    finally:
+        release.set()
+        thread.join()
+    assert owner_count(db, "holder") == 1
+
+
+def test_run_write_runs_on_the_event_loop_when_the_lock_is_free(db: Database):
+    def write(session) -> int:
+        add_key(session, "inline")
+        return threading.get_ident()
+
+    async def main() -> tuple[int, int]:
+        return threading.get_ident(), await db.run_write(write)
+
+    loop_thread, writer_thread = asyncio.run(main())
+    assert writer_thread == loop_thread
+    assert owner_count(db, "inline") == 1
+
+
+def test_run_write_waits_for_another_process_without_blocking_the_loop(db: Database, settings):
+    """Another connection (a job process) holds SQLite's write lock for 300 ms: the loop keeps ticking and
+    the write lands once the lock is free."""
+    other = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    async def main() -> float:
+        stop = asyncio.Event()
+        ticking = asyncio.create_task(ticker(stop))
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, other.execute, "COMMIT")
+        started = time.monotonic()
+        await db.run_write(lambda session: add_key(session, "waited"))
+        stop.set()
+        await ticking
+        return time.monotonic() - started
+
+    try:
+        waited = asyncio.run(main())
+    finally:
+        other.close()
+    assert waited >= 0.25
+    assert ticks >= 20, "the event loop was blocked while the write waited"
+    assert owner_count(db, "waited") == 1
+
+
+def test_run_write_rolls_back_when_fn_raises(db: Database):
+    def fail(session) -> None:
+        add_key(session, "never")
+        raise ValueError("bad request")
+
+    with pytest.raises(ValueError, match="bad request"):
+        asyncio.run(db.run_write(fail))
+    assert owner_count(db, "never") == 0
+    with db.write_session() as session:  # the lock was given back
+        session.execute(text("SELECT 1"))
