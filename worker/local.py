@@ -20,9 +20,11 @@ without spending an attempt, so the next ``sbaudit serve`` resumes them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import signal
@@ -85,7 +87,11 @@ class LocalExecutor:
         self.db = db
         self._mp = multiprocessing.get_context("forkserver")
         self._mp.set_forkserver_preload(list(JOB_PROCESS_PRELOAD))
-        self._wake = threading.Event()
+        # Wake-ups for the poller: a byte in this pipe (a dispatch, a stop), or a job process ending (its
+        # sentinel), whichever comes first; otherwise it looks again every poll_interval_seconds.
+        self._wake_reader, self._wake_writer = os.pipe()
+        os.set_blocking(self._wake_reader, False)
+        os.set_blocking(self._wake_writer, False)
         self._stopping = threading.Event()
         self._running: dict[str, _Running] = {}
         self._thread: threading.Thread | None = None
@@ -104,7 +110,16 @@ class LocalExecutor:
         )
 
     def dispatch(self, job_id: str) -> None:
-        self._wake.set()
+        # With every slot taken the poller looks for queued jobs as soon as one ends, so waking it would
+        # only cost the API (under a burst of POSTs, a thread switch per request).
+        if len(self._running) < self.settings.workers:
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._wake_writer is None:  # stopped
+            return
+        with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
+            os.write(self._wake_writer, b"\0")
 
     def ready(self) -> str | None:
         if self._thread is None or not self._thread.is_alive():
@@ -114,13 +129,17 @@ class LocalExecutor:
     def drain(self) -> None:
         """Start no more jobs (the poller ends); :meth:`stop` then stops the running ones."""
         self._stopping.set()
-        self._wake.set()
+        self._wake()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
+        self._wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._wake_writer is not None and (self._thread is None or not self._thread.is_alive()):
+            for fd in (self._wake_reader, self._wake_writer):
+                os.close(fd)
+            self._wake_reader = self._wake_writer = None
         for running in self._running.values():
             if running.process.is_alive():
                 running.process.terminate()  # SIGTERM: release the job at its next progress point
@@ -156,8 +175,10 @@ class LocalExecutor:
                 self._tick()
             except Exception:
                 log.exception("local executor: poll failed; retrying")
-            self._wake.wait(self.settings.poll_interval_seconds)
-            self._wake.clear()
+            ending = [running.process.sentinel for running in self._running.values()]
+            multiprocessing.connection.wait([self._wake_reader, *ending], self.settings.poll_interval_seconds)
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_reader, 4096)
 
     def _tick(self) -> None:
         self._collect_finished()
