@@ -23,10 +23,12 @@ requests, and hands the write to a thread only if the lock stays taken for ``_LO
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 T = TypeVar("T")
+log = logging.getLogger("sbaudit.db")
 
 _IMMEDIATE = "sbaudit_sqlite_immediate"
 _NOWAIT = "sbaudit_sqlite_nowait"
@@ -53,13 +56,18 @@ _LOOP_WAIT_MILLISECONDS = 3
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
 
 
+# Each SQLite engine's in-process writer lock, for the WalCheckpointer of the same engine.
+_WRITER_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
 class WriterBusy(Exception):
     """A no-wait SQLite write transaction found the write lock taken (by this process or another one)."""
 
 
-def make_engine(url: str, *, pooled: bool = True) -> Engine:
+def make_engine(url: str, *, pooled: bool = True, checkpoint_on_commit: bool = True) -> Engine:
     """An engine for ``url``. ``pooled=False`` (workers) opens a connection per session, so no connection
-    is ever inherited across a fork."""
+    is ever inherited across a fork. ``checkpoint_on_commit=False`` (SQLite): leave the WAL to a
+    :class:`WalCheckpointer`."""
     kwargs: dict = {}
     if not pooled:
         kwargs["poolclass"] = NullPool
@@ -69,13 +77,13 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
             # Connections are cheap local handles: allow one per threadpool thread rather than queueing.
             kwargs.update(pool_size=40, max_overflow=10)
         engine = create_engine(url, **kwargs)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, checkpoint_on_commit=checkpoint_on_commit)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    writer = threading.Lock()  # not an RLock: a connection may be checked in by another thread
+def _configure_sqlite(engine: Engine, *, checkpoint_on_commit: bool) -> None:
+    writer = _WRITER_LOCKS[engine] = threading.Lock()  # not an RLock: another thread may check a connection in
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001 - DBAPI types
@@ -86,6 +94,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_SECONDS * 1000}")
         cur.execute("PRAGMA foreign_keys=ON")
+        if not checkpoint_on_commit:
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -142,6 +152,44 @@ def _configure_sqlite(engine: Engine) -> None:
         _release(record.info)
 
 
+class WalCheckpointer:
+    """Copies the write-ahead log into the database file from a thread of its own, for a process whose
+    connections do not checkpoint on commit (the API server).
+
+    SQLite checkpoints inside the commit that takes the WAL past 1,000 pages. Under a burst of POSTs that
+    is several times a second, each holding the event loop, and with it every request, for 2-11 ms
+    (BENCHMARKS.md). Here a pass runs every ``interval`` seconds while holding the process's writer lock, so
+    that no write of this process lands in the middle: the pass completes, and the next writer starts the
+    WAL over instead of growing it. Writers on the event loop wait out a pass between other requests.
+    """
+
+    def __init__(self, engine: Engine, interval: float = 0.2) -> None:
+        self.path, self.interval = engine.url.database, interval
+        self.writer = _WRITER_LOCKS[engine]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sbaudit-wal-checkpointer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            while not self._stop.wait(self.interval):
+                if not self.writer.acquire(timeout=self.interval):
+                    continue
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # a busy or failing disk: try again next time
+                    log.warning("WAL checkpoint failed: %s", exc)
+                finally:
+                    self.writer.release()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 @dataclass
 class Database:
     """One engine per process plus the two session factories."""
@@ -151,10 +199,14 @@ class Database:
     write: sessionmaker[Session]
     write_nowait: sessionmaker[Session]
     pid: int
+    checkpointer: WalCheckpointer | None = None
 
     @classmethod
-    def connect(cls, url: str, *, pooled: bool = True) -> Database:
-        engine = make_engine(url, pooled=pooled)
+    def connect(cls, url: str, *, pooled: bool = True, background_checkpoints: bool = False) -> Database:
+        """``background_checkpoints`` (SQLite; the API server): a :class:`WalCheckpointer` thread copies
+        the WAL into the database instead of the commits that happen to fill it."""
+        background = background_checkpoints and url.startswith("sqlite")
+        engine = make_engine(url, pooled=pooled, checkpoint_on_commit=not background)
         write_bind = engine.execution_options(**{_IMMEDIATE: True})
         return cls(
             engine=engine,
@@ -164,6 +216,7 @@ class Database:
                 write_bind.execution_options(**{_NOWAIT: True}), expire_on_commit=False
             ),
             pid=os.getpid(),
+            checkpointer=WalCheckpointer(engine) if background else None,
         )
 
     @contextmanager
@@ -227,4 +280,6 @@ class Database:
         return result
 
     def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.engine.dispose()

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings)
-    db = Database.connect(settings.database_url)
+    db = Database.connect(settings.database_url, background_checkpoints=True)
     key = ensure_admin_key(db, settings.admin_key_file)
     if key is not None:
         _announce_admin_key(key, settings.admin_key_file)

@@ -137,3 +137,33 @@ def test_run_write_rolls_back_when_fn_raises(db: Database):
     assert owner_count(db, "never") == 0
     with db.write_session() as session:  # the lock was given back
         session.execute(text("SELECT 1"))
+
+
+def test_the_api_servers_wal_is_checkpointed_by_a_thread_not_by_commits(settings):
+    """`sbaudit serve` opens its database with background checkpoints: commits never checkpoint (that held
+    the event loop for milliseconds), and a thread copies the WAL into the database file within moments."""
+    from service import migrate
+
+    migrate.upgrade(settings.database_url)
+    path = settings.data_dir / "sbaudit.db"
+    db = Database.connect(settings.database_url, background_checkpoints=True)
+    try:
+        with db.read_session() as session:
+            assert session.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 0
+        size_before = path.stat().st_size
+        for n in range(200):  # far below the 1,000 pages that would make a commit checkpoint
+            with db.write_session() as session:
+                add_key(session, f"wal-{n}")
+        deadline = time.monotonic() + 5
+        while path.stat().st_size <= size_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size > size_before, "nothing was checkpointed into the database file"
+    finally:
+        db.dispose()
+    assert not db.checkpointer._thread.is_alive()
+
+
+def test_other_processes_keep_checkpointing_on_commit(db: Database):
+    with db.read_session() as session:
+        assert session.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 1000
+    assert db.checkpointer is None
