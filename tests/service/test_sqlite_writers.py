@@ -167,3 +167,37 @@ def test_other_processes_keep_checkpointing_on_commit(db: Database):
     with db.read_session() as session:
         assert session.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 1000
     assert db.checkpointer is None
+
+
+def test_writers_on_the_event_loop_queue_instead_of_all_polling(db: Database):
+    """While a thread holds the write lock, only the first waiting request polls for it; the others queue.
+    (With 64 clients all polling every millisecond, the polling used up the CPU.)"""
+    attempts = 0
+    make_session = db.write_nowait
+
+    def counting_session():
+        nonlocal attempts
+        attempts += 1
+        return make_session()
+
+    db.write_nowait = counting_session
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.write_session() as session:
+            add_key(session, "holder")
+            holding.set()
+            release.wait(10)
+
+    async def main() -> None:
+        thread = threading.Thread(target=hold)
+        thread.start()
+        assert holding.wait(10)
+        asyncio.get_running_loop().call_later(0.08, release.set)
+        await asyncio.gather(*(db.run_write(lambda s, n=n: add_key(s, f"queued-{n}")) for n in range(32)))
+        thread.join()
+
+    asyncio.run(main())
+    with db.read_session() as session:
+        assert session.query(ApiKey).filter(ApiKey.owner.like("queued-%")).count() == 32
+    assert attempts < 32 + 200, attempts
