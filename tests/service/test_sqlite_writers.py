@@ -26,6 +26,22 @@ def add_key(session, owner: str) -> None:
     session.flush()
 
 
+def writer_in_a_thread(db: Database) -> tuple[threading.Thread, threading.Event]:
+    """A thread that holds the write lock (a transaction that has written) until the returned event is set."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.write_session() as session:
+            add_key(session, "holder")
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(10)
+    return thread, release
+
+
 def test_writers_in_threads_take_turns_without_errors(db: Database):
     errors: list[BaseException] = []
 
@@ -61,18 +77,8 @@ def test_the_lock_is_given_back_after_commit_rollback_and_error(db: Database):
 
 
 def test_a_no_wait_writer_is_refused_while_a_thread_writes(db: Database):
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with db.write_session() as session:
-            add_key(session, "holder")
-            holding.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
+    thread, release = writer_in_a_thread(db)
     try:
-        assert holding.wait(10)
         with pytest.raises(WriterBusy), db.write_nowait() as session, session.begin():
             session.connection()
     finally:
@@ -181,18 +187,9 @@ def test_writers_on_the_event_loop_queue_instead_of_all_polling(db: Database):
         return make_session()
 
     db.write_nowait = counting_session
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with db.write_session() as session:
-            add_key(session, "holder")
-            holding.set()
-            release.wait(10)
 
     async def main() -> None:
-        thread = threading.Thread(target=hold)
-        thread.start()
-        assert holding.wait(10)
+        thread, release = writer_in_a_thread(db)
         asyncio.get_running_loop().call_later(0.08, release.set)
         await asyncio.gather(*(db.run_write(lambda s, n=n: add_key(s, f"queued-{n}")) for n in range(32)))
         thread.join()
