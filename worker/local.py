@@ -1,7 +1,8 @@
 """The local executor: embedded mode's job transport, no broker needed.
 
 A poller thread inside the ``sbaudit serve`` process looks for queued jobs (woken at once by the API's
-dispatch, otherwise every ``poll_interval_seconds``) and runs each in its own subprocess, at most
+dispatch when a slot is free, or by a job process ending, otherwise every ``poll_interval_seconds``) and
+runs each in its own subprocess, at most
 ``SBAUDIT_WORKERS`` at a time. A subprocess keeps torch and CUDA out of the server, and a crash in one job
 (out of memory, a segfault) cannot take the API down: the poller sees the dead process, expires its lease,
 and the reaper re-queues the job (attempt + 1) to resume from its last checkpoint.
