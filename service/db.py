@@ -83,7 +83,8 @@ def make_engine(url: str, *, pooled: bool = True, checkpoint_on_commit: bool = T
 
 
 def _configure_sqlite(engine: Engine, *, checkpoint_on_commit: bool) -> None:
-    writer = _WRITER_LOCKS[engine] = threading.Lock()  # not an RLock: another thread may check a connection in
+    # Not an RLock: the thread that checks a connection in may not be the one that began its transaction.
+    writer = _WRITER_LOCKS[engine] = threading.Lock()
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001 - DBAPI types
@@ -108,13 +109,18 @@ def _configure_sqlite(engine: Engine, *, checkpoint_on_commit: bool) -> None:
         else:
             _begin_waiting(conn)
 
+    def _take_writer_lock(conn, *, wait: bool) -> bool:  # noqa: ANN001
+        if conn.info.get(_HOLDS_WRITE_LOCK):  # a second transaction on the same checkout keeps it
+            return True
+        taken = writer.acquire(timeout=_BUSY_TIMEOUT_SECONDS) if wait else writer.acquire(blocking=False)
+        if not taken:
+            return False
+        conn.info[_HOLDS_WRITE_LOCK] = True
+        return True
+
     def _begin_waiting(conn) -> None:  # noqa: ANN001
-        if not conn.info.get(_HOLDS_WRITE_LOCK):  # a second transaction on the same checkout keeps it
-            if not writer.acquire(timeout=_BUSY_TIMEOUT_SECONDS):
-                raise OperationalError(
-                    "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
-                )
-            conn.info[_HOLDS_WRITE_LOCK] = True
+        if not _take_writer_lock(conn, wait=True):
+            raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
@@ -122,10 +128,8 @@ def _configure_sqlite(engine: Engine, *, checkpoint_on_commit: bool) -> None:
             raise
 
     def _begin_without_waiting(conn) -> None:  # noqa: ANN001
-        if not conn.info.get(_HOLDS_WRITE_LOCK):
-            if not writer.acquire(blocking=False):
-                raise WriterBusy
-            conn.info[_HOLDS_WRITE_LOCK] = True
+        if not _take_writer_lock(conn, wait=False):
+            raise WriterBusy
         # The raw DB-API connection: these run on every POST, and SQLAlchemy's statement path costs more than
         # SQLite does here. A job process's transactions take a millisecond or two: waiting that long is
         # cheaper than coming back after every other request on the event loop has had its turn.
