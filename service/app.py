@@ -40,6 +40,7 @@ def create_app(
             yield
         finally:
             executor.stop()
+            await db.close_loop_engine()
 
     app = FastAPI(
         title="sbaudit",

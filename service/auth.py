@@ -29,7 +29,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from service.db import Database
 from service.errors import Problem
@@ -90,16 +90,11 @@ def ensure_admin_key(db: Database, key_file: Path) -> str | None:
     return plaintext
 
 
-def lookup(db: Database, key: str) -> Principal | None:
-    return _lookup_hash(db, hash_key(key))
-
-
-def _lookup_hash(db: Database, key_hash: str) -> Principal | None:
+def _lookup_hash(conn: Connection, key_hash: str) -> Principal | None:
     query = select(ApiKey.id, ApiKey.owner, ApiKey.is_admin, ApiKey.revoked_at).where(
         ApiKey.key_hash == key_hash
     )
-    with db.engine.connect() as conn:
-        row = conn.execute(query).first()
+    row = conn.execute(query).first()
     if row is None or row.revoked_at is not None:
         return None
     return Principal(key_id=row.id, owner=row.owner, is_admin=row.is_admin)
@@ -203,7 +198,7 @@ async def principal_for_key(request: Request, key: str) -> Principal | None:
     key_hash = hash_key(key)
     principal = cache.get(key_hash)
     if principal is None:
-        principal = await get_db(request).run_read(_lookup_hash, get_db(request), key_hash)
+        principal = await get_db(request).run_read(_lookup_hash, key_hash)
         if principal is not None:
             cache.put(key_hash, principal)
     return principal

@@ -18,6 +18,12 @@ it runs on the event loop: the lock is nearly always free, and the transaction t
 millisecond, less than the trip to a worker thread. It never blocks the loop for longer than a job
 process's transaction (``_LOOP_WAIT_MILLISECONDS``); past that it retries every millisecond in between other
 requests, and hands the write to a thread only if the lock stays taken for ``_LOOP_WRITE_PATIENCE_SECONDS``.
+
+On PostgreSQL, :meth:`Database.run_read` and :meth:`Database.run_write` run on the event loop too, through an
+asynchronous engine (psycopg's async connections), one per event loop: the functions they are given stay
+plain synchronous SQLAlchemy code (``run_sync``), and no request waits for a worker thread. With sixteen
+clients polling, those threads (one per request in flight, all contending for the interpreter) had cost more
+CPU than the requests themselves (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -50,6 +57,9 @@ _HOLDS_WRITE_LOCK = "sbaudit_holds_write_lock"
 _BUSY_TIMEOUT_SECONDS = 30
 _LOOP_WRITE_PATIENCE_SECONDS = 0.1
 _LOOP_WAIT_MILLISECONDS = 3
+# PostgreSQL connections an API process's event loop keeps open. A fixed set: opening one costs the server a
+# process (milliseconds of CPU), which is what a pool that closes its overflow on every return does under load.
+_ASYNC_POOL_SIZE = 16
 
 # "The database cannot be reached right now" (restarting, failing over, connections dropped, pool
 # exhausted), as opposed to a wrong statement: the API answers 503, the worker retries.
@@ -194,6 +204,24 @@ class WalCheckpointer:
         self._thread.join(timeout=10)
 
 
+@dataclass(frozen=True)
+class _AsyncEngines:
+    """One event loop's asynchronous engine for a PostgreSQL database, and its autocommit view for reads
+    (the same pool)."""
+
+    writes: AsyncEngine
+    reads: AsyncEngine
+
+    @classmethod
+    def for_url(cls, url: URL) -> _AsyncEngines:
+        engine = create_async_engine(
+            url.set(drivername="postgresql+psycopg"),
+            pool_size=_ASYNC_POOL_SIZE,
+            max_overflow=0,
+        )
+        return cls(writes=engine, reads=engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
 @dataclass
 class Database:
     """One engine per process plus the two session factories."""
@@ -205,6 +233,7 @@ class Database:
     pid: int
     checkpointer: WalCheckpointer | None = None
     _loop_locks: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+    _async_engines: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
     @classmethod
     def connect(cls, url: str, *, pooled: bool = True, background_checkpoints: bool = False) -> Database:
@@ -236,50 +265,53 @@ class Database:
             yield session
 
     async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a short read from async code. SQLite (a local file in WAL mode, where readers never wait for
-        writers) answers in tens of microseconds: on the event loop that is several times cheaper than the
-        thread hop, which dominated the polling hot path (BENCHMARKS.md). A database over the network may
-        stall, so its reads go to a worker thread."""
+        """Run ``fn(connection, *args)``, a short read, from async code, on the event loop.
+
+        SQLite (a local file in WAL mode, where readers never wait for writers) answers in tens of
+        microseconds: a plain connection is several times cheaper than a thread hop. PostgreSQL reads go
+        through this loop's asynchronous engine, in autocommit mode (one round trip, no BEGIN or ROLLBACK)."""
         if self.engine.dialect.name == "sqlite":
-            return fn(*args)
-        return await anyio.to_thread.run_sync(fn, *args)
+            with self.engine.connect() as conn:
+                return fn(conn, *args)
+        # No ping before each use (a round trip per request): a connection the server dropped (a restart)
+        # fails at once, which invalidates the pool's connections from before, and the read runs again.
+        for attempt in range(2):
+            try:
+                async with self._async_engines_of_loop().reads.connect() as conn:
+                    return await conn.run_sync(fn, *args)
+            except DBAPIError as exc:
+                if attempt or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
-    @property
-    def writes_on_event_loop(self) -> bool:
-        """Whether :meth:`run_write` normally runs on the event loop (SQLite) rather than in a thread."""
-        return self.engine.dialect.name == "sqlite"
-
-    async def run_write(self, fn: Callable[[Session], T], *, then: Callable[[T], None] | None = None) -> T:
+    async def run_write(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in a write transaction from async code: committed when it returns, rolled back
-        when it raises. ``then(result)`` runs after the commit, in the same place, so that a blocking
-        follow-up (a broker round trip) shares the thread the transaction already needed.
+        when it raises.
 
-        On SQLite it runs on the event loop as soon as the write lock is free, checking every millisecond
-        without blocking the loop, and waits in a worker thread only if the lock stays taken (a long
-        transaction elsewhere); on a server database it always runs in a thread. Going to a thread at the
-        first refusal is worse than it sounds: a request waiting in a thread holds its place in the lock queue
-        while it waits for the interpreter, so the next requests find the lock taken too and follow it, and
-        the event loop ends up handing nearly every write to threads."""
-        if self.writes_on_event_loop:
-            # One writer of this event loop at a time tries for the lock; the others queue here, in order,
-            # instead of all polling it (64 clients polling every millisecond used up the CPU).
-            async with self._loop_writers():
-                deadline = time.monotonic() + _LOOP_WRITE_PATIENCE_SECONDS
-                while True:
-                    try:
-                        with self.write_nowait() as session, session.begin():
-                            session.connection()  # BEGIN now, before fn does any work
-                            result = fn(session)
-                    except WriterBusy:
-                        if time.monotonic() >= deadline:
-                            break
-                        await asyncio.sleep(0.001)
-                        continue
-                    if then is not None:
-                        then(result)
-                    return result
-                return await anyio.to_thread.run_sync(self._write, fn, then)
-        return await anyio.to_thread.run_sync(self._write, fn, then)
+        On PostgreSQL it runs on the event loop through this loop's asynchronous engine. On SQLite it runs on
+        the event loop as soon as the write lock is free, checking every millisecond without blocking the
+        loop, and waits in a worker thread only if the lock stays taken (a long transaction elsewhere).
+        Going to a thread at the first refusal is worse than it sounds: a request waiting in a thread holds
+        its place in the lock queue while it waits for the interpreter, so the next requests find the lock
+        taken too and follow it, and the event loop ends up handing nearly every write to threads."""
+        if self.engine.dialect.name != "sqlite":
+            engine = self._async_engines_of_loop().writes
+            async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+                return await session.run_sync(fn)
+        # One writer of this event loop at a time tries for the lock; the others queue here, in order,
+        # instead of all polling it (64 clients polling every millisecond used up the CPU).
+        async with self._loop_writers():
+            deadline = time.monotonic() + _LOOP_WRITE_PATIENCE_SECONDS
+            while True:
+                try:
+                    with self.write_nowait() as session, session.begin():
+                        session.connection()  # BEGIN now, before fn does any work
+                        return fn(session)
+                except WriterBusy:
+                    if time.monotonic() >= deadline:
+                        break
+                    await asyncio.sleep(0.001)
+            return await anyio.to_thread.run_sync(self._write, fn)
 
     def _loop_writers(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -288,12 +320,23 @@ class Database:
             lock = self._loop_locks[loop] = asyncio.Lock()
         return lock
 
-    def _write(self, fn: Callable[[Session], T], then: Callable[[T], None] | None) -> T:
+    def _async_engines_of_loop(self) -> _AsyncEngines:
+        """The asynchronous engine of the running event loop (its connections belong to that loop)."""
+        loop = asyncio.get_running_loop()
+        engines = self._async_engines.get(loop)
+        if engines is None:
+            engines = self._async_engines[loop] = _AsyncEngines.for_url(self.engine.url)
+        return engines
+
+    async def close_loop_engine(self) -> None:
+        """Close the running event loop's asynchronous connections (when the app shuts down, on that loop)."""
+        engines = self._async_engines.pop(asyncio.get_running_loop(), None)
+        if engines is not None:
+            await engines.writes.dispose()
+
+    def _write(self, fn: Callable[[Session], T]) -> T:
         with self.write_session() as session:
-            result = fn(session)
-        if then is not None:
-            then(result)
-        return result
+            return fn(session)
 
     def dispose(self) -> None:
         if self.checkpointer is not None:

@@ -11,9 +11,6 @@ from typing import Protocol
 
 
 class Executor(Protocol):
-    # True when dispatch does network I/O (a broker), so async callers run it in a worker thread.
-    dispatch_blocks: bool
-
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -21,7 +18,8 @@ class Executor(Protocol):
     def drain(self) -> None:
         """Start no more jobs: a shutdown signal arrived, and :meth:`stop` follows once requests finish."""
 
-    def dispatch(self, job_id: str) -> None: ...
+    def dispatch(self, job_id: str) -> None:
+        """Hand on a committed job. Called on the event loop: it must not block (queue it, wake a thread)."""
 
     def ready(self) -> str | None:
         """None when healthy, else why not (reported by /readyz)."""
@@ -29,8 +27,6 @@ class Executor(Protocol):
 
 class NoExecutor:
     """For an API process whose jobs are run elsewhere (or by nobody, in unit tests)."""
-
-    dispatch_blocks = False
 
     def start(self) -> None:
         pass

@@ -4,7 +4,8 @@ Routes raise :class:`Problem`; FastAPI's own errors (unknown route, wrong method
 rejects) and anything unexpected are converted by the handlers installed in :func:`install`. A request the
 schema rejects answers 422 with ``errors: [{"field": "body.n_train", "message": ...}]``; a database that
 cannot be reached (restarting, failing over, connections dropped) answers 503 with ``Retry-After``: the
-client should retry, and the pool reconnects by itself (``pool_pre_ping``); an unexpected exception answers
+client should retry, and the pools reconnect by themselves (a dropped connection is replaced when it is next
+used; see service/db.py); an unexpected exception answers
 a bare 500 (the traceback goes to the server log, never to the client).
 """
 

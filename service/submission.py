@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -102,29 +101,20 @@ async def submit(
             )
         return payload, location, job_id
 
-    executor: Executor = request.app.state.executor
-
-    def dispatch(accepted: JSONResponse | tuple[dict[str, Any], str, str]) -> None:
-        if isinstance(accepted, JSONResponse):
-            return  # a replay: its job was dispatched the first time
-        try:
-            executor.dispatch(accepted[2])
-        except Exception:  # the job row is committed; the executor's sweep picks it up later
-            log.exception("dispatching job %s failed; it stays queued", accepted[2])
-
-    # Dispatch right after the commit, in the same place, unless that would block the event loop.
-    on_its_own = executor.dispatch_blocks and db.writes_on_event_loop
     for attempt in range(2):
         try:
-            accepted = await db.run_write(accept, then=None if on_its_own else dispatch)
+            accepted = await db.run_write(accept)
             break
         except IntegrityError:
             if digest is None or attempt == 1:
                 raise
             # A concurrent request with the same key committed first: replay its response.
-    if on_its_own:
-        await anyio.to_thread.run_sync(dispatch, accepted)
     if isinstance(accepted, JSONResponse):
-        return accepted
-    payload, location, _ = accepted
+        return accepted  # a replay: its job was dispatched the first time
+    payload, location, job_id = accepted
+    executor: Executor = request.app.state.executor
+    try:
+        executor.dispatch(job_id)
+    except Exception:  # the job row is committed; the executor's sweep picks it up later
+        log.exception("dispatching job %s failed; it stays queued", job_id)
     return JSONResponse(payload, status_code=202, headers={"Location": location})

@@ -81,8 +81,6 @@ def _job_process(job_id: str, worker_id: str, settings_values: dict) -> None:
 
 
 class LocalExecutor:
-    dispatch_blocks = False  # dispatch only wakes the poller thread
-
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db

@@ -9,10 +9,10 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from service.auth import DB, CurrentPrincipal, Principal
-from service.db import DATABASE_UNAVAILABLE, Database
+from service.db import DATABASE_UNAVAILABLE
 from service.errors import Problem, not_found
 from service.ids import looks_like
 from service.jobstore import TERMINAL_STATES, CancelConflict, cancel_job
@@ -71,13 +71,12 @@ def list_jobs(
     return model_response(Page[JobRead](data=[job_read(r) for r in rows], next_cursor=next_cursor))
 
 
-def _read_job(db: Database, principal: Principal, job_id: str) -> JobRead:
+def _read_job(conn: Connection, principal: Principal, job_id: str) -> JobRead:
     """The hot path of polling clients: one Core query, no ORM session."""
     if not looks_like("job", job_id):
         raise not_found("job", job_id)
     query = select(Job.__table__).where(Job.id == job_id, Job.owner == principal.owner)
-    with db.engine.connect() as conn:
-        row = conn.execute(query).first()
+    row = conn.execute(query).first()
     if row is None:
         raise not_found("job", job_id)
     return JobRead.model_validate(row._mapping)
@@ -92,11 +91,11 @@ async def get_job(
         float, Query(ge=0, le=60, description="Seconds to wait for the job to finish before answering.")
     ] = 0,
 ):
-    job = await db.run_read(_read_job, db, principal, job_id)
+    job = await db.run_read(_read_job, principal, job_id)
     deadline = time.monotonic() + wait
     while job.state not in TERMINAL_STATES and time.monotonic() < deadline:
         await anyio.sleep(min(_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-        job = await db.run_read(_read_job, db, principal, job_id)
+        job = await db.run_read(_read_job, principal, job_id)
     return model_response(job)
 
 
@@ -177,25 +176,22 @@ async def job_event_stream(
     },
 )
 async def job_events(job_id: str, request: Request, principal: CurrentPrincipal, db: DB):
-    first = await db.run_read(_read_job, db, principal, job_id)  # 404 before streaming
+    first = await db.run_read(_read_job, principal, job_id)  # 404 before streaming
     settings = settings_of(request)
 
     last = first
 
-    def read_or_none() -> JobRead | None:
+    async def read() -> JobRead | None:
         """The job now; None once it is gone; the last one read while the database is unreachable (the
         stream then only sends keep-alives until it is back: the headers are out, a 503 no longer can be)."""
         nonlocal last
         try:
-            last = _read_job(db, principal, job_id)
+            last = await db.run_read(_read_job, principal, job_id)
         except Problem:
             return None
         except DATABASE_UNAVAILABLE:
             pass
         return last
-
-    async def read() -> JobRead | None:
-        return await db.run_read(read_or_none)
 
     stream = job_event_stream(
         read,

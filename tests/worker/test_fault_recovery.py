@@ -4,6 +4,7 @@ attempt stored, retries through a database outage, the reaper's clean-up, and re
 from __future__ import annotations
 
 import os
+import time
 from datetime import timedelta
 
 import pytest
@@ -166,3 +167,33 @@ def test_queued_jobs_are_sent_again_only_when_the_broker_lost_messages(db, setti
     assert backlog(3) == [], "every message is still queued"
     assert backlog(2) == [oldest], "one lost: the longest waiting is sent again"
     assert backlog(0) == [oldest, old], "all lost (Redis restarted): all that waited long are sent again"
+
+
+def test_the_api_sends_jobs_from_one_thread_and_survives_a_broker_outage(db, settings, monkeypatch):
+    from worker import celery_app
+
+    sent, calls = [], []
+
+    def fake_send(app, database, job_ids):
+        calls.append(list(job_ids))
+        if len(calls) == 1:
+            raise ConnectionError("broker down")  # these stay queued, never sent: the reaper's to send
+        sent.extend(job_ids)
+        jobstore.mark_dispatched(database, job_ids)
+
+    monkeypatch.setattr(celery_app, "send", fake_send)
+    executor = celery_app.CeleryExecutor(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}), db)
+    lost, *jobs = (queue_job(db) for _ in range(4))
+    executor.start()
+    executor.dispatch(lost)
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:  # the first send fails before the others are queued
+        time.sleep(0.01)
+    assert calls == [[lost]]
+    for job_id in jobs:
+        executor.dispatch(job_id)
+    assert executor.ready() is None, "a failed send does not stop the sender"
+    executor.stop()  # sends what is queued before it returns
+    assert sent == jobs and sum(calls, []) == [lost, *jobs]
+    before = utcnow() + timedelta(seconds=1)
+    assert jobstore.undispatched_job_ids(db, before=before) == [lost]

@@ -1,0 +1,89 @@
+"""On PostgreSQL the API reads and writes on the event loop (psycopg's async connections, one engine per
+loop), not in worker threads; a connection the server dropped is replaced on the next read without an error
+reaching the client, and writes still commit or roll back as a whole."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import psycopg
+import pytest
+from e2e_support import PG_ADMIN_URL, private_database
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+
+from service import migrate
+from service.db import Database
+from service.models import ApiKey
+
+
+@pytest.fixture(scope="module")
+def db():
+    with private_database() as url:
+        migrate.upgrade(url)
+        database = Database.connect(url)
+        yield database
+        database.dispose()
+
+
+def _add_key(session, name: str) -> None:
+    session.add(ApiKey(id=f"key_{name}", owner=name, key_hash=f"hash-{name}", prefix=name[:12]))
+
+
+def _owners(conn) -> list[str]:
+    return list(conn.execute(select(ApiKey.owner).order_by(ApiKey.owner)).scalars())
+
+
+def _backend_pid(conn) -> int:
+    return conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def test_reads_and_writes_run_on_the_event_loop(db: Database):
+    seen = []
+
+    def write(session):
+        seen.append(threading.get_ident())
+        _add_key(session, "loop-writer")
+
+    def read(conn):
+        seen.append(threading.get_ident())
+        return _owners(conn)
+
+    async def main():
+        await db.run_write(write)
+        owners = await db.run_read(read)
+        await db.close_loop_engine()
+        return owners
+
+    assert "loop-writer" in asyncio.run(main())
+    assert seen == [threading.get_ident()] * 2
+
+
+def test_a_failed_write_rolls_back_everything(db: Database):
+    def write(session):
+        _add_key(session, "rolled-back")
+        session.flush()
+        _add_key(session, "rolled-back")  # the same primary key again
+
+    async def main():
+        with pytest.raises(IntegrityError):
+            await db.run_write(write)
+        owners = await db.run_read(_owners)
+        await db.close_loop_engine()
+        return owners
+
+    assert "rolled-back" not in asyncio.run(main())
+
+
+def test_a_read_survives_its_pooled_connection_being_dropped(db: Database):
+    async def main():
+        first = await db.run_read(_backend_pid)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:  # what a server restart does
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+        second = await db.run_read(_backend_pid)
+        await db.close_loop_engine()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert second != first
