@@ -172,7 +172,7 @@ async def create_audit(
 
 
 @router.get("", response_model=Page[AuditRead], summary="List audits, newest first")
-def list_audits(
+async def list_audits(
     request: Request,
     principal: CurrentPrincipal,
     db: DB,
@@ -186,7 +186,7 @@ def list_audits(
         filters.append(Audit.status == status)
     if model_id:
         filters.append(audits_of_model(model_id))
-    page = resource_page(
+    page = await resource_page(
         request, db, Audit, audit_read, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
     )
     return model_response(Page[AuditRead](**page))

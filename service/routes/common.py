@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, Query, Request, Response
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from service.db import Database
@@ -119,7 +119,7 @@ def require_ready(row: Any, kind: str, field: str) -> None:
         )
 
 
-def list_owned(
+def _list_owned(
     session: Session,
     table: Any,
     *,
@@ -127,15 +127,40 @@ def list_owned(
     settings: Settings,
     limit: int | None,
     cursor: str | None,
-    filters: Iterable[Any] = (),
+    filters: Iterable[Any],
 ) -> tuple[list, str | None]:
-    """One page of the owner's rows, newest first, and the cursor of the next page."""
     size = min(limit or settings.page_size_default, settings.page_size_max)
     query = select(table).where(table.owner == owner, *filters)
     return paginate(session, query, table, limit=size, cursor=cursor)
 
 
-def resource_page(
+async def owned_page(
+    request: Request,
+    db: Database,
+    table: Any,
+    *,
+    owner: str,
+    limit: int | None,
+    cursor: str | None,
+    filters: Iterable[Any] = (),
+    with_artifacts: bool = False,
+) -> tuple[list, str | None, dict[str, list]]:
+    """One page of the owner's rows, newest first, the cursor of the next page and, ``with_artifacts``, each
+    row's artifacts (one query for the whole page). Read on the event loop (``Database.run_read``)."""
+    settings = settings_of(request)
+
+    def read(conn: Connection) -> tuple[list, str | None, dict[str, list]]:
+        with Session(bind=conn) as session:
+            rows, next_cursor = _list_owned(
+                session, table, owner=owner, settings=settings, limit=limit, cursor=cursor, filters=filters
+            )
+            artifacts = artifacts_by_resource(session, [r.id for r in rows]) if with_artifacts else {}
+        return rows, next_cursor, artifacts
+
+    return await db.run_read(read)
+
+
+async def resource_page(
     request: Request,
     db: Database,
     table: Any,
@@ -146,16 +171,8 @@ def resource_page(
     cursor: str | None,
     filters: Iterable[Any] = (),
 ) -> dict[str, Any]:
-    """A page of datasets, models or audits, each with its artifacts (one query for the whole page)."""
-    with db.read_session() as session:
-        rows, next_cursor = list_owned(
-            session,
-            table,
-            owner=owner,
-            settings=settings_of(request),
-            limit=limit,
-            cursor=cursor,
-            filters=filters,
-        )
-        artifacts = artifacts_by_resource(session, [r.id for r in rows])
+    """A page of datasets, models or audits, each with its artifacts."""
+    rows, next_cursor, artifacts = await owned_page(
+        request, db, table, owner=owner, limit=limit, cursor=cursor, filters=filters, with_artifacts=True
+    )
     return {"data": [read(r, artifacts[r.id]) for r in rows], "next_cursor": next_cursor}

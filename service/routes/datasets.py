@@ -67,7 +67,7 @@ async def create_dataset(
 
 
 @router.get("", response_model=Page[DatasetRead], summary="List datasets, newest first")
-def list_datasets(
+async def list_datasets(
     request: Request,
     principal: CurrentPrincipal,
     db: DB,
@@ -76,7 +76,7 @@ def list_datasets(
     status: ResourceStatus | None = None,
 ):
     filters = [Dataset.status == status] if status else []
-    page = resource_page(
+    page = await resource_page(
         request, db, Dataset, dataset_read, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
     )
     return model_response(Page[DatasetRead](**page))

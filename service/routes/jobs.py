@@ -22,8 +22,8 @@ from service.routes.common import (
     PROBLEM_RESPONSES,
     Cursor,
     Limit,
-    list_owned,
     model_response,
+    owned_page,
     problem,
     settings_of,
 )
@@ -41,7 +41,7 @@ _EVENT_FIELDS = ("state", "progress", "stage", "detail", "attempt", "error", "up
 
 
 @router.get("", response_model=Page[JobRead], summary="List jobs, newest first")
-def list_jobs(
+async def list_jobs(
     request: Request,
     principal: CurrentPrincipal,
     db: DB,
@@ -58,16 +58,9 @@ def list_jobs(
         filters.append(Job.kind == kind)
     if resource_id:
         filters.append(Job.resource_id == resource_id)
-    with db.read_session() as session:
-        rows, next_cursor = list_owned(
-            session,
-            Job,
-            owner=principal.owner,
-            settings=settings_of(request),
-            limit=limit,
-            cursor=cursor,
-            filters=filters,
-        )
+    rows, next_cursor, _ = await owned_page(
+        request, db, Job, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
+    )
     return model_response(Page[JobRead](data=[job_read(r) for r in rows], next_cursor=next_cursor))
 
 

@@ -125,7 +125,7 @@ async def create_model(
 
 
 @router.get("", response_model=Page[ModelRead], summary="List models, newest first")
-def list_models(
+async def list_models(
     request: Request,
     principal: CurrentPrincipal,
     db: DB,
@@ -139,7 +139,7 @@ def list_models(
         filters.append(Model.status == status)
     if dataset_id:
         filters.append(Model.dataset_id == dataset_id)
-    page = resource_page(
+    page = await resource_page(
         request, db, Model, model_read, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
     )
     return model_response(Page[ModelRead](**page))
