@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.auth import ensure_admin_key
     from service.db import Database
+    from worker import api_processes
     from worker.asgi import settle_heap
     from worker.cli_common import CliError
     from worker.cli_support import load_settings, migrate, redact
@@ -121,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
     if settings.api_workers > 1:
-        db.dispose()  # each uvicorn worker process opens its own pool (worker/asgi.py)
+        db.dispose()  # each API process opens its own pool (worker/asgi.py)
+        if api_processes.reuse_port_supported():
+            return api_processes.serve(options, settings.api_workers, grace_seconds=GRACEFUL_SHUTDOWN_SECONDS)
         uvicorn.run("worker.asgi:create_app_from_env", factory=True, workers=settings.api_workers, **options)
         return 0
     executor = _executor(settings, db)

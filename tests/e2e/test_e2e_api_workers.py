@@ -1,10 +1,34 @@
-"""Scaled mode with several API processes (SBAUDIT_API_WORKERS): uvicorn workers each build the app from the
-environment and share PostgreSQL and Redis; a job created through one is finished by a `sbaudit worker`."""
+"""Scaled mode with several API processes (SBAUDIT_API_WORKERS): each builds the app from the environment,
+listens on a socket of its own (SO_REUSEPORT) and shares PostgreSQL and Redis; a job created through one is
+finished by a `sbaudit worker`; one that dies is replaced."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
+
 from e2e_flows import TINY_LMS5, create, ready
 from e2e_support import private_database, start_server
+
+
+def _listening_sockets(port: int) -> int:
+    """LISTEN entries for ``port`` in the kernel's TCP table (IPv4)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A")
+
+
+def _api_processes(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+
+
+def _eventually(check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
 
 
 def test_two_api_processes_serve_one_deployment(tmp_path, redis_url):
@@ -23,6 +47,20 @@ def _serve_with_two_processes(tmp_path, database_url: str, redis_url: str) -> No
             statuses = {client.get(f"/v1/datasets/{dataset['id']}").status_code for _ in range(40)}
             assert statuses == {200}
             assert client.get("/readyz").json()["status"] == "ready"
+
+        port = int(server.base_url.rsplit(":", 1)[1])
+        processes = _api_processes(server.proc.process.pid)
+        assert len(processes) == 2 and _listening_sockets(port) == 2, "each API process has its own socket"
+        os.kill(processes[0], signal.SIGKILL)
+
+        def replaced() -> bool:
+            now = _api_processes(server.proc.process.pid)
+            return processes[0] not in now and len(now) == 2 and _listening_sockets(port) == 2
+
+        _eventually(replaced)
+        with server.client() as client:
+            assert client.get(f"/v1/datasets/{dataset['id']}").status_code == 200
+        assert "starting another" in server.proc.output()
     finally:
         for worker in server.workers:
             worker.stop()
