@@ -20,8 +20,14 @@ def _listening_sockets(port: int) -> int:
 
 
 def _api_processes(parent: int) -> list[int]:
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    found = []
+    for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        try:
+            if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text():
+                found.append(int(pid))
+        except FileNotFoundError:  # reaped since the list was read
+            pass
+    return found
 
 
 def _eventually(check, timeout: float = 60) -> None:
