@@ -19,9 +19,10 @@ import socket
 import threading
 from typing import Any
 
+from uvicorn.config import STARTUP_FAILURE
+
 log = logging.getLogger("sbaudit.serve")
 
-STARTUP_FAILURE = 3  # uvicorn's exit status when a server cannot start
 _SUPERVISE_SECONDS = 0.5
 
 

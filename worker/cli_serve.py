@@ -78,6 +78,7 @@ def _executor(settings, db):
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from service.app import create_app
     from service.auth import ensure_admin_key
@@ -132,4 +133,4 @@ def run(args: argparse.Namespace) -> int:
     settle_heap()
     server = _draining_server_class()(uvicorn.Config(app, **options), executor)
     server.run()
-    return 0 if server.started else 3  # uvicorn's own exit status when start-up fails
+    return 0 if server.started else STARTUP_FAILURE
