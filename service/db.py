@@ -13,8 +13,9 @@ request threads taking turns that way made the 99th-percentile POST ten times sl
 (BENCHMARKS.md). A waiter on the Python lock wakes as soon as it is released, and the busy handler is left to
 arbitrate between processes only.
 
-:meth:`Database.run_write` runs a short write transaction from async code (the create endpoints). On SQLite
-it runs on the event loop: the lock is nearly always free, and the transaction takes a fraction of a
+:meth:`Database.run_write` runs a short write transaction from async code (the create endpoints); the
+writes of concurrent requests share one transaction (service/group_commit.py). On SQLite it runs on the
+event loop: the lock is nearly always free, and the transaction takes a fraction of a
 millisecond, less than the trip to a worker thread. It never blocks the loop for longer than a job
 process's transaction (``_LOOP_WAIT_MILLISECONDS``); past that it retries every millisecond in between other
 requests, and hands the write to a thread only if the lock stays taken for ``_LOOP_WRITE_PATIENCE_SECONDS``.
@@ -47,6 +48,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+from service.group_commit import GroupCommit
 
 T = TypeVar("T")
 log = logging.getLogger("sbaudit.db")
@@ -232,7 +235,7 @@ class Database:
     write_nowait: sessionmaker[Session]
     pid: int
     checkpointer: WalCheckpointer | None = None
-    _loop_locks: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+    _group_commits: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
     _async_engines: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
     @classmethod
@@ -285,40 +288,42 @@ class Database:
         raise AssertionError("unreachable")
 
     async def run_write(self, fn: Callable[[Session], T]) -> T:
-        """Run ``fn(session)`` in a write transaction from async code: committed when it returns, rolled back
-        when it raises.
+        """Run ``fn(session)`` in a write transaction from async code: its result comes back once the
+        transaction has committed; what it raises comes back after its writes were rolled back.
 
-        On PostgreSQL it runs on the event loop through this loop's asynchronous engine. On SQLite it runs on
-        the event loop as soon as the write lock is free, checking every millisecond without blocking the
-        loop, and waits in a worker thread only if the lock stays taken (a long transaction elsewhere).
-        Going to a thread at the first refusal is worse than it sounds: a request waiting in a thread holds
-        its place in the lock queue while it waits for the interpreter, so the next requests find the lock
-        taken too and follow it, and the event loop ends up handing nearly every write to threads."""
-        if self.engine.dialect.name != "sqlite":
-            engine = self._async_engines_of_loop().writes
-            async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
-                return await session.run_sync(fn)
-        # One writer of this event loop at a time tries for the lock; the others queue here, in order,
-        # instead of all polling it (64 clients polling every millisecond used up the CPU).
-        async with self._loop_writers():
-            deadline = time.monotonic() + _LOOP_WRITE_PATIENCE_SECONDS
-            while True:
-                try:
-                    with self.write_nowait() as session, session.begin():
-                        session.connection()  # BEGIN now, before fn does any work
-                        return fn(session)
-                except WriterBusy:
-                    if time.monotonic() >= deadline:
-                        break
-                    await asyncio.sleep(0.001)
-            return await anyio.to_thread.run_sync(self._write, fn)
-
-    def _loop_writers(self) -> asyncio.Lock:
+        Concurrent calls on one event loop share a transaction (service/group_commit.py, which says what
+        ``fn`` may rely on: it can run more than once, and it sees only rows committed before its batch)."""
         loop = asyncio.get_running_loop()
-        lock = self._loop_locks.get(loop)
-        if lock is None:
-            lock = self._loop_locks[loop] = asyncio.Lock()
-        return lock
+        group = self._group_commits.get(loop)
+        if group is None:
+            sqlite = self.engine.dialect.name == "sqlite"
+            group = GroupCommit(self._sqlite_transaction if sqlite else self._postgres_transaction)
+            self._group_commits[loop] = group
+        return await group.run(fn)
+
+    async def _postgres_transaction(self, apply: Callable[[Session], T]) -> T:
+        """On the event loop, through this loop's asynchronous engine."""
+        engine = self._async_engines_of_loop().writes
+        async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+            return await session.run_sync(apply)
+
+    async def _sqlite_transaction(self, apply: Callable[[Session], T]) -> T:
+        """On the event loop as soon as the write lock is free, checking every millisecond without blocking
+        the loop, and in a worker thread only if the lock stays taken (a long transaction elsewhere). Going
+        to a thread at the first refusal is worse than it sounds: a write waiting in a thread holds its place
+        in the lock queue while it waits for the interpreter, so the next writes find the lock taken too and
+        follow it, and the event loop ends up handing nearly every write to threads."""
+        deadline = time.monotonic() + _LOOP_WRITE_PATIENCE_SECONDS
+        while True:
+            try:
+                with self.write_nowait() as session, session.begin():
+                    session.connection()  # BEGIN now, before apply does any work
+                    return apply(session)
+            except WriterBusy:
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.001)
+        return await anyio.to_thread.run_sync(self._write, apply)
 
     def _async_engines_of_loop(self) -> _AsyncEngines:
         """The asynchronous engine of the running event loop (its connections belong to that loop)."""

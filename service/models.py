@@ -41,6 +41,17 @@ def utcnow() -> datetime:
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType, list[Any]: JSONType}
 
+    def __init__(self, **values: Any) -> None:
+        """A new row holds its columns' Python-side defaults from the start, not only once it is flushed:
+        a create request's response is built from its rows before the flush that several requests share
+        (service/group_commit.py)."""
+        for column in self.__table__.columns:
+            default = column.default
+            if column.key in values or default is None or not (default.is_scalar or default.is_callable):
+                continue
+            values[column.key] = default.arg(None) if default.is_callable else default.arg
+        type(self).registry.constructor(self, **values)
+
 
 class ApiKey(Base):
     __tablename__ = "api_keys"

@@ -165,7 +165,6 @@ async def create_audit(
         )
         row.job_id = job.id
         session.add(row)
-        session.flush()
         return audit_read(row, []).model_dump(mode="json"), f"/v1/audits/{row.id}", job.id
 
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)

@@ -60,7 +60,6 @@ async def create_dataset(
         )
         row.job_id = job.id
         session.add(row)
-        session.flush()
         return dataset_read(row, []).model_dump(mode="json"), f"/v1/datasets/{row.id}", job.id
 
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)

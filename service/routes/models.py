@@ -118,7 +118,6 @@ async def create_model(
         )
         row.job_id = job.id
         session.add(row)
-        session.flush()
         return model_read(row, []).model_dump(mode="json"), f"/v1/models/{row.id}", job.id
 
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)

@@ -87,3 +87,32 @@ def test_a_read_survives_its_pooled_connection_being_dropped(db: Database):
 
     first, second = asyncio.run(main())
     assert second != first
+
+
+def test_concurrent_writes_share_a_transaction_and_fail_alone(db: Database):
+    """Group commit on PostgreSQL: one transaction for a burst of writes; a duplicate key among them reaches
+    only the write that caused it."""
+    transactions = []
+
+    def write(session, name: str, key_hash: str | None = None) -> str:
+        transactions.append(session.execute(text("SELECT txid_current()")).scalar_one())
+        session.add(ApiKey(id=f"key_{name}", owner=name, key_hash=key_hash or f"hash-{name}", prefix="sbk"))
+        return name
+
+    async def main():
+        shared = await asyncio.gather(*(db.run_write(lambda s, n=n: write(s, f"group-{n}")) for n in range(8)))
+        clash = await asyncio.gather(
+            db.run_write(lambda s: write(s, "clash-a", key_hash="clash")),
+            db.run_write(lambda s: write(s, "clash-b", key_hash="clash")),
+            db.run_write(lambda s: write(s, "clash-c")),
+            return_exceptions=True,
+        )
+        owners = await db.run_read(_owners)
+        await db.close_loop_engine()
+        return shared, clash, owners
+
+    shared, clash, owners = asyncio.run(main())
+    assert shared == [f"group-{n}" for n in range(8)]
+    assert len(set(transactions[:8])) == 1
+    assert clash[0] == "clash-a" and isinstance(clash[1], IntegrityError) and clash[2] == "clash-c"
+    assert {"clash-a", "clash-c"} <= set(owners) and "clash-b" not in owners
