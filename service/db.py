@@ -302,10 +302,23 @@ class Database:
         return await group.run(fn)
 
     async def _postgres_transaction(self, apply: Callable[[Session], T]) -> T:
-        """On the event loop, through this loop's asynchronous engine."""
+        """On the event loop, through this loop's asynchronous engine.
+
+        As with reads, a connection the server dropped (a restart) fails at its first statement, the pool
+        renews its older connections, and the transaction runs again on a new one, once: nothing of it was
+        committed. A failed COMMIT is never repeated, since it may have committed all the same."""
         engine = self._async_engines_of_loop().writes
-        async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
-            return await session.run_sync(apply)
+        for attempt in range(2):
+            async with AsyncSession(engine, expire_on_commit=False) as session:  # rolls back when left open
+                try:
+                    result = await session.run_sync(apply)
+                except DBAPIError as exc:
+                    if attempt or not exc.connection_invalidated:
+                        raise
+                    continue
+                await session.commit()
+                return result
+        raise AssertionError("unreachable")
 
     async def _sqlite_transaction(self, apply: Callable[[Session], T]) -> T:
         """On the event loop as soon as the write lock is free, checking every millisecond without blocking

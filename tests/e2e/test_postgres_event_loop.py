@@ -116,3 +116,19 @@ def test_concurrent_writes_share_a_transaction_and_fail_alone(db: Database):
     assert len(set(transactions[:8])) == 1
     assert clash[0] == "clash-a" and isinstance(clash[1], IntegrityError) and clash[2] == "clash-c"
     assert {"clash-a", "clash-c"} <= set(owners) and "clash-b" not in owners
+
+
+def test_a_write_survives_its_pooled_connection_being_dropped(db: Database):
+    """Nothing of the transaction was committed when its first statement found the connection gone: it runs
+    again on a new connection, and the client never sees the restart."""
+
+    async def main():
+        first = await db.run_read(_backend_pid)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+        await db.run_write(lambda session: _add_key(session, "after-drop"))
+        owners = await db.run_read(_owners)
+        await db.close_loop_engine()
+        return owners
+
+    assert "after-drop" in asyncio.run(main())
