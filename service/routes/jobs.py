@@ -9,7 +9,7 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from service.auth import DB, CurrentPrincipal, Principal
 from service.db import DATABASE_UNAVAILABLE
@@ -64,12 +64,15 @@ async def list_jobs(
     return model_response(Page[JobRead](data=[job_read(r) for r in rows], next_cursor=next_cursor))
 
 
+# Built once: constructing the statement cost a tenth of the request's CPU.
+_JOB_OF_OWNER = select(Job.__table__).where(Job.id == bindparam("job_id"), Job.owner == bindparam("owner"))
+
+
 def _read_job(conn: Connection, principal: Principal, job_id: str) -> JobRead:
     """The hot path of polling clients: one Core query, no ORM session."""
     if not looks_like("job", job_id):
         raise not_found("job", job_id)
-    query = select(Job.__table__).where(Job.id == job_id, Job.owner == principal.owner)
-    row = conn.execute(query).first()
+    row = conn.execute(_JOB_OF_OWNER, {"job_id": job_id, "owner": principal.owner}).first()
     if row is None:
         raise not_found("job", job_id)
     return JobRead.model_validate(row._mapping)
