@@ -10,16 +10,17 @@ WORKDIR /app
 
 # Dependencies first, in their own layer: source edits do not reinstall torch.
 COPY pyproject.toml README.md ./
-RUN mkdir -p sbengine service worker \
-    && touch sbengine/__init__.py service/__init__.py worker/__init__.py \
-    && pip install . \
+RUN mkdir -p sbengine service worker sbclient sbserver \
+    && touch sbengine/__init__.py service/__init__.py worker/__init__.py sbclient/__init__.py sbserver/__init__.py \
+    && pip install '.[server]' \
     && pip uninstall -y sbaudit \
-    && rm -rf sbengine service worker build
+    && rm -rf sbengine service worker sbclient sbserver build
 
 COPY sbengine ./sbengine
 COPY service ./service
 COPY worker ./worker
 COPY sbclient ./sbclient
+COPY sbserver ./sbserver
 RUN pip install --no-deps . && rm -rf build
 
 # `sbaudit migrate` finds migrations/ in the working directory.

@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Lint, the import contracts (pyproject.toml [tool.importlinter]), then every test.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 # Embedded mode: SQLite + local executor in ./sbaudit-data, http://127.0.0.1:8000. Prints the admin key on first start.
@@ -26,6 +28,7 @@ fuzz: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

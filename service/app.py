@@ -8,6 +8,7 @@ small and starts fast, and tests/service/test_no_torch.py keeps it that way.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -27,8 +28,15 @@ API_VERSION = "0.1.0"
 
 
 def create_app(
-    settings: Settings | None = None, *, db: Database | None = None, executor: Executor | None = None
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    executor: Executor | None = None,
+    upload_validator: Sequence[str] | None = None,
 ) -> FastAPI:
+    """The API. ``executor`` runs the jobs it queues (none: jobs wait for an external worker);
+    ``upload_validator`` is the command of the program that checks uploaded files (none: uploads answer
+    503). Both come from the composition root (sbserver), so the service imports neither worker nor engine."""
     settings = settings or get_settings()
     db = db or Database.connect(settings.database_url)
     executor = executor or NoExecutor()
@@ -52,6 +60,7 @@ def create_app(
     app.state.db = db
     app.state.store = ArtifactStore(settings.artifacts_dir)
     app.state.executor = executor
+    app.state.upload_validator = list(upload_validator) if upload_validator else None
     app.state.metrics = AppMetrics(db)
     app.state.key_cache = KeyCache(revocation_marker=settings.key_revocation_file)
     app.state.usage_gate = quota.UsageGate()

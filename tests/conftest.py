@@ -42,9 +42,10 @@ def db(settings: Settings) -> Iterator[Database]:
 
 @pytest.fixture
 def app(settings: Settings, db: Database):
+    from sbserver.wiring import upload_validator_program
     from service.app import create_app
 
-    return create_app(settings, db=db)
+    return create_app(settings, db=db, upload_validator=upload_validator_program())
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ from service.schemas.uploads import (
 )
 from service.settings import Settings
 from service.storage import ArtifactStore
-from service.uploads.formats import Rejected, inspect_zip, parse_safetensors_header, sniff
+from service.uploads.rejected import Rejected
 from service.uploads.stream import ReceivedUpload, as_problem, receive_upload
 from service.uploads.validator import validate
 from service.views import artifacts_by_resource, dataset_read, model_read
@@ -179,34 +179,6 @@ def _check_fits(architecture: BaseModel, input_shape: list[int]) -> None:
             "body.architecture.step_features",
             f"must divide the number of input features ({math.prod(input_shape)})",
         )
-
-
-def _check_framing(path: Path, *, kind: str, settings: Settings) -> str:
-    """The file's format from its first bytes, after its header or zip directory passed the checks."""
-    fmt = sniff(path)
-    if fmt == "pickle":
-        raise Rejected(
-            "a raw pickle is refused: upload safetensors, or a state_dict saved by torch.save in its (default) "
-            "zip format"
-        )
-    if kind == "checkpoint" and fmt not in ("safetensors", "zip"):
-        raise Rejected(
-            "not a checkpoint: upload a safetensors file or a torch.save'd state_dict (zip format)"
-        )
-    if kind == "dataset" and fmt not in ("safetensors", "zip"):
-        raise Rejected("not a dataset file: upload .npz (numpy.savez) or safetensors")
-    if fmt == "safetensors":
-        parse_safetensors_header(path)
-        return fmt
-    what = "the checkpoint" if kind == "checkpoint" else "the .npz file"
-    members = inspect_zip(path, max_total_bytes=settings.max_upload_bytes, what=what)
-    if kind == "checkpoint":
-        names = [m.name for m in members]
-        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            raise Rejected("TorchScript archives are refused (they hold code): upload the model's state_dict")
-        if not any(n.endswith("/data.pkl") for n in names):
-            raise Rejected("this zip archive is not a torch.save checkpoint (it has no data.pkl)")
-    return fmt
 
 
 async def _room(request: Request, owner: str, settings: Settings) -> quota.Room | None:
@@ -399,10 +371,6 @@ async def _upload_model(request: Request, owner: str, settings: Settings, upload
     db: Database = request.app.state.db
     body: ModelUpload = _validated(ModelUpload, upload.fields)
     _check_architecture_limits(body.architecture, settings)
-    framing = await anyio.to_thread.run_sync(
-        lambda: _check_framing(upload.file_path, kind="checkpoint", settings=settings)
-    )
-    fmt = "safetensors" if framing == "safetensors" else "pytorch"
     shape, classes = await anyio.to_thread.run_sync(_model_defaults, db, owner, body)
     _check_fits(body.architecture, shape)
     declared = {
@@ -420,18 +388,18 @@ async def _upload_model(request: Request, owner: str, settings: Settings, upload
         {
             "kind": "checkpoint",
             "path": str(upload.file_path),
-            "format": fmt,
             "max_bytes": settings.max_upload_bytes,
             "output": str(weights),
             **{k: declared[k] for k in ("architecture", "input_shape", "num_classes", "normalization")},
         },
+        program=request.app.state.upload_validator,
         settings=settings,
         workdir=upload.directory,
     )
     _check_room(upload, [weights])
     read = await anyio.to_thread.run_sync(
         lambda: _record_model(
-            db, request.app.state.store, owner=owner, name=body.name, upload=upload, fmt=fmt,
+            db, request.app.state.store, owner=owner, name=body.name, upload=upload, fmt=answer["format"],
             declared=declared, answer=answer, weights=weights,
         )
     )  # fmt: skip
@@ -515,15 +483,11 @@ async def upload_dataset(request: Request, principal: CurrentPrincipal):
 
 async def _upload_dataset(request: Request, owner: str, settings: Settings, upload: ReceivedUpload):
     body: DatasetUpload = _validated(DatasetUpload, upload.fields)
-    fmt = await anyio.to_thread.run_sync(
-        lambda: _check_framing(upload.file_path, kind="dataset", settings=settings)
-    )
     out = upload.directory / "dataset"
     answer = await validate(
         {
             "kind": "dataset",
             "path": str(upload.file_path),
-            "format": fmt,
             "max_bytes": settings.max_upload_bytes,
             "max_samples": settings.max_samples,
             "blocks": [b.model_dump(mode="json", exclude_none=True) for b in body.blocks],
@@ -533,6 +497,7 @@ async def _upload_dataset(request: Request, owner: str, settings: Settings, uplo
             "sha256": upload.sha256,
             "output": str(out),
         },
+        program=request.app.state.upload_validator,
         settings=settings,
         workdir=upload.directory,
     )
@@ -540,7 +505,7 @@ async def _upload_dataset(request: Request, owner: str, settings: Settings, uplo
     read = await anyio.to_thread.run_sync(
         lambda: _record_dataset(
             request.app.state.db, request.app.state.store, owner=owner, body=body, upload=upload,
-            fmt="npz" if fmt == "zip" else "safetensors", description=answer["description"], out=out,
+            fmt=answer["format"], description=answer["description"], out=out,
         )
     )  # fmt: skip
     return _created(read, f"/v1/datasets/{read.id}", 201)

@@ -1,4 +1,7 @@
-"""Run the upload validator (``python -m worker.upload_check``) in a separate, resource-limited process.
+"""Run the upload validator program in a separate, resource-limited process.
+
+The program is what the server was wired with (``create_app(upload_validator=...)``: sbserver passes
+``python -m sbengine.uploads``); a server built without one answers 503 to uploads.
 
 The API never imports torch; reading tensors and arrays happens in a fresh interpreter that limits its own
 address space, CPU time and output file size before it imports anything heavy, runs single-threaded, and
@@ -13,8 +16,8 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +25,11 @@ import anyio
 
 from service.errors import Problem
 from service.settings import Settings
-from service.uploads.formats import Rejected
+from service.uploads.rejected import Rejected
 
 log = logging.getLogger("sbaudit.api")
 
-VALIDATOR_MODULE = "worker.upload_check"
-# The directory holding the service/worker/sbengine packages: the validator imports them from there.
+# The directory holding the repository's packages: a validator run from a source tree imports them from there.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # Written files may grow 4x (uint8 images stored as float32 arrays, fp16 weights stored as fp32).
 OUTPUT_GROWTH = 4
@@ -60,7 +62,7 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def _run(request: dict[str, Any], settings: Settings, workdir: Path) -> dict[str, Any]:
+def _run(program: Sequence[str], request: dict[str, Any], settings: Settings, workdir: Path) -> dict[str, Any]:
     timeout = settings.upload_check_timeout_seconds
     limits = {
         "memory_bytes": settings.upload_check_memory_bytes,
@@ -70,7 +72,7 @@ def _run(request: dict[str, Any], settings: Settings, workdir: Path) -> dict[str
     payload = json.dumps({**request, "limits": limits})
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", VALIDATOR_MODULE],
+            list(program),
             input=payload,
             capture_output=True,
             text=True,
@@ -99,9 +101,13 @@ def _run(request: dict[str, Any], settings: Settings, workdir: Path) -> dict[str
     return answer
 
 
-async def validate(request: dict[str, Any], *, settings: Settings, workdir: Path) -> dict[str, Any]:
+async def validate(
+    request: dict[str, Any], *, program: Sequence[str] | None, settings: Settings, workdir: Path
+) -> dict[str, Any]:
     """The validator's answer for ``request`` when it accepted the file; raises :class:`Rejected` (client
-    errors) or :class:`Problem` 503 (no validator slot freed up in time)."""
+    errors) or :class:`Problem` 503 (no validator program, or no validator slot freed up in time)."""
+    if not program:
+        raise Problem(503, "this server was started without an upload validator", slug="no-validator")
     slots = _slots_for(settings)
     acquired = await anyio.to_thread.run_sync(slots.acquire, True, settings.upload_check_timeout_seconds)
     if not acquired:
@@ -112,7 +118,7 @@ async def validate(request: dict[str, Any], *, settings: Settings, workdir: Path
             headers={"Retry-After": "30"},
         )
     try:
-        answer = await anyio.to_thread.run_sync(_run, request, settings, workdir)
+        answer = await anyio.to_thread.run_sync(_run, program, request, settings, workdir)
     finally:
         slots.release()
     if not answer.get("ok"):

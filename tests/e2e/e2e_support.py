@@ -41,7 +41,7 @@ FAST_JOB_ENV = {
 
 def sbaudit_command() -> list[str]:
     script = Path(sys.executable).with_name("sbaudit")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "worker.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sbclient.cli"]
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from sbclient import Client
-from worker.cli import main
+from sbclient.cli.entry import main
 
 FCN = {"name": "fcn", "width": 20, "depth": 1}
 TRAINING = {"lr": 0.1, "batch_size": 100, "eval_every": 100, "stop": {"max_updates": 300}}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from e2e_flows import check_artifact, create, ready
 
-from worker.cli import main
+from sbclient.cli.entry import main
 
 torch = pytest.importorskip("torch")
 

@@ -73,6 +73,6 @@ def test_mnist_cifar_ensemble_runs_on_tiny_files(raw_dir):
 
 
 def test_cli_names_match_the_experiments():
-    from worker.cli_reproduce import EXPERIMENT_NAMES
+    from sbengine.cli import EXPERIMENT_NAMES
 
     assert set(EXPERIMENT_NAMES) == set(EXPERIMENTS)

@@ -12,6 +12,7 @@ import json
 import pytest
 from service_testing import fields, problem
 
+from sbserver.wiring import upload_validator_program
 from service.schemas.datasets import BLOCKS_SIZES, PRESET_SIZES
 
 LMS5 = {"preset": "LMS-5", "n_train": 2000, "n_test": 500, "seed": 0}
@@ -211,7 +212,7 @@ def test_default_sizes_count_against_the_sample_limit(settings, db, auth, preset
 
     body = {"preset": preset} if preset else {"blocks": [{"type": "linear"}, {"type": "slab", "k": 5}]}
     small = settings.model_copy(update={"max_samples": max(sizes) - 1})
-    with TestClient(create_app(small, db=db)) as client:
+    with TestClient(create_app(small, db=db, upload_validator=upload_validator_program())) as client:
         response = client.post("/v1/datasets", json=body, headers=auth)
         assert fields(response) == ["body.n_train"]
         assert "give n_train explicitly" in response.json()["detail"]
@@ -237,7 +238,7 @@ def test_the_ensemble_size_limit_is_configurable(settings, db, auth, ready_datas
 
     small = settings.model_copy(update={"max_ensemble_size": 4})
     body = {"dataset_id": ready_dataset(), "architecture": {"name": "fcn", "width": 20, "depth": 1}}
-    with TestClient(create_app(small, db=db)) as client:
+    with TestClient(create_app(small, db=db, upload_validator=upload_validator_program())) as client:
         response = client.post("/v1/models", json={**body, "ensemble_size": 5}, headers=auth)
         assert fields(response) == ["body.ensemble_size"]
         assert "SBAUDIT_MAX_ENSEMBLE_SIZE" in response.json()["detail"]

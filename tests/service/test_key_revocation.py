@@ -8,10 +8,10 @@ import argparse
 import pytest
 from service_testing import problem
 
+from sbclient.cli.errors import CliError
+from sbserver.commands import keys as cli_keys
 from service.auth import KeyCache, Principal, create_key, hash_key
 from service.revocation import revoke_key, signal_revocation
-from worker import cli_keys
-from worker.cli_common import CliError
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from service_testing import problem
 from sqlalchemy import func, select
 from upload_testing import assert_nothing_left, stored_files, upload_model
 
+from sbserver.wiring import upload_validator_program
 from service.app import create_app
 from service.ids import new_id
 from service.models import Artifact, Job
@@ -45,7 +46,9 @@ def job_count(db, owner: str) -> int:
 
 @pytest.fixture
 def quota_client(settings, db):
-    with TestClient(create_app(settings.model_copy(update={"owner_quota_bytes": QUOTA}), db=db)) as client:
+    with TestClient(create_app(
+        settings.model_copy(update={"owner_quota_bytes": QUOTA}), db=db, upload_validator=upload_validator_program()
+    )) as client:
         yield client
 
 

@@ -365,8 +365,8 @@ def test_the_reproduce_commands_are_ones_the_cli_accepts():
     """Every `sbaudit ...` line of the reproduce section parses with the real CLI, to the same request body."""
     import shlex
 
+    from sbclient.cli.entry import build_parser
     from service.reports.reproduce import commands
-    from worker.cli import build_parser
 
     ensemble = Audit(id="aud_e", name=None, params={"checks": ["randomization", "pgd"], "model_ids": ["mdl_1", "mdl_2"],
                                                     "combine": "probs", "simple_blocks": [0], "split": "val",

@@ -220,11 +220,13 @@ def test_the_api_process_stays_free_of_numpy_and_torch_through_an_upload(tmp_pat
         from service.db import Database
         from service.settings import Settings
 
+        # The program's command, as sbserver wires it (naming it imports nothing of the engine).
+        program = [sys.executable, "-m", "sbengine.uploads"]
         settings = Settings(data_dir={str(tmp_path / "data")!r})
         migrate.upgrade(settings.database_url)
         db = Database.connect(settings.database_url)
         key, _ = create_key(db, owner="x")
-        with TestClient(create_app(settings, db=db)) as client:
+        with TestClient(create_app(settings, db=db, upload_validator=program)) as client:
             r = client.post("/v1/datasets/uploads", headers={{"Authorization": "Bearer " + key}},
                             data={{"blocks": json.dumps({SIGNAL_NOISE!r})}},
                             files={{"file": ("d.npz", open({str(data)!r}, "rb").read())}})

@@ -8,9 +8,9 @@ import time
 from datetime import timedelta
 
 import pytest
+from service_testing import queue_job, state
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
-from test_jobstore import queue_job, state
 from test_runner import run, writes_two_files
 
 from service import jobstore

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from test_jobstore import queue_job
+from service_testing import queue_job
 
 from worker.local import LocalExecutor
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import threading
 
+from service_testing import queue_job, state
 from sqlalchemy import select
-from test_jobstore import queue_job, state
 
 from service import jobstore
 from service.models import Artifact

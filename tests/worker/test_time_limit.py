@@ -8,8 +8,8 @@ import threading
 import time
 from datetime import timedelta
 
+from service_testing import queue_job, state
 from sqlalchemy import select
-from test_jobstore import queue_job, state
 
 from service import jobstore
 from service.models import Artifact, Job, utcnow

@@ -15,14 +15,15 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker import cli_upload
-from worker.cli_common import CliError
-from worker.cli_connect import client_command, connection_parent, int_list, json_option
+from sbclient.cli import upload as cli_upload
+from sbclient.cli.connect import client_command, connection_parent, int_list, json_option
+from sbclient.cli.errors import CliError
 
 if TYPE_CHECKING:
     from sbclient import Client
 
 LIST_LIMIT = 20
+COMMANDS = ("datasets", "models", "audits", "jobs", "artifacts")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -214,8 +215,8 @@ def run_audit(args: argparse.Namespace, client: Client) -> int:
 
 def _created(args: argparse.Namespace, client: Client, kind: str, created: dict[str, Any]) -> int:
     """Report a queued resource; with --wait, follow its job and show the finished resource."""
-    from worker import cli_render
-    from worker.cli_watch import watch_job
+    from sbclient.cli import render as cli_render
+    from sbclient.cli.watch import watch_job
 
     out = cli_render.console()
     if not args.wait:
@@ -232,7 +233,7 @@ def _created(args: argparse.Namespace, client: Client, kind: str, created: dict[
 
 
 def _show(args: argparse.Namespace, kind: str, resource: Any, client: Client) -> None:
-    from worker import cli_render
+    from sbclient.cli import render as cli_render
 
     if args.json:
         cli_render.print_json(resource)
@@ -246,7 +247,7 @@ def _show(args: argparse.Namespace, kind: str, resource: Any, client: Client) ->
 
 
 def _list(args: argparse.Namespace, kind: str, items) -> int:
-    from worker import cli_render
+    from sbclient.cli import render as cli_render
 
     if args.limit < 1:
         raise CliError("--limit: must be at least 1")
@@ -316,8 +317,8 @@ def list_jobs(args: argparse.Namespace, client: Client) -> int:
 
 @client_command
 def watch_job(args: argparse.Namespace, client: Client) -> int:
-    from worker import cli_render
-    from worker.cli_watch import watch_job as follow
+    from sbclient.cli import render as cli_render
+    from sbclient.cli.watch import watch_job as follow
 
     job = follow(client, args.id, cli_render.console(stderr=True))
     if args.json:

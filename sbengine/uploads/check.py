@@ -1,9 +1,10 @@
-"""``python -m worker.upload_check``: validate one uploaded checkpoint or dataset, in a process of its own.
+"""``python -m sbengine.uploads``: validate one uploaded checkpoint or dataset, in a process of its own.
 
-Started by the API (service/uploads/validator.py) with a JSON request on stdin; answers one JSON line on
-stdout: ``{"ok": true, ...}`` or ``{"ok": false, "status": 422, "detail": ..., "field": ..., "extra": {}}``.
+Started by the API (service/uploads/validator.py, wired to this program by sbserver) with a JSON request on
+stdin; answers one JSON line on stdout: ``{"ok": true, ...}`` or ``{"ok": false, "status": 422, "detail": ..., "field": ..., "extra": {}}``.
 Before importing torch or numpy it caps its own address space, CPU time and the size of files it writes,
-so a hostile file can at worst make it fail. Nothing in the file is executed:
+so a hostile file can at worst make it fail. Nothing in the file is executed, and its framing (formats.py)
+is checked before any library reads it:
 
 - checkpoints: safetensors (header checked first, then tensors read by name) or torch's zip format read
   with ``torch.load(weights_only=True, mmap=True)``; either must be a flat ``{name: tensor}`` whose names
@@ -29,7 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from service.uploads.formats import Rejected, inspect_zip, parse_safetensors_header
+from sbengine.uploads.formats import Rejected, check_framing, inspect_zip, parse_safetensors_header
 
 SPLITS = ("train", "val", "test")
 MAX_LISTED = 20
@@ -475,11 +476,15 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     except (ImportError, OSError, MemoryError) as exc:
         return _unavailable(exc)
     try:
-        if request["kind"] == "checkpoint":
-            return {"ok": True, **check_checkpoint(request)}
-        if request["kind"] == "dataset":
-            return {"ok": True, **check_dataset(request)}
-        raise ValueError(f"unknown request kind {request['kind']!r}")
+        kind = request["kind"]
+        if kind not in ("checkpoint", "dataset"):
+            raise ValueError(f"unknown request kind {kind!r}")
+        framing = check_framing(Path(request["path"]), kind=kind, max_total_bytes=request["max_bytes"])
+        if kind == "checkpoint":
+            request = {**request, "format": "safetensors" if framing == "safetensors" else "pytorch"}
+            return {"ok": True, "format": request["format"], **check_checkpoint(request)}
+        request = {**request, "format": framing}
+        return {"ok": True, "format": "npz" if framing == "zip" else "safetensors", **check_dataset(request)}
     except Rejected as exc:
         return {"ok": False, **exc.as_dict()}
     except MemoryError:

@@ -4,28 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from service_testing import queue_job, state
+
 from service import jobstore
-from service.ids import new_id
-from service.models import Dataset, Job, utcnow
-
-
-def queue_job(db, *, owner="alice", max_attempts=3) -> str:
-    with db.write_session() as session:
-        row = Dataset(id=new_id("dataset"), owner=owner, status="queued", job_id="", spec={})
-        job = jobstore.create_job(
-            session, owner=owner, kind="generate_dataset", resource_type="dataset", resource_id=row.id,
-            params={}, max_attempts=max_attempts,
-        )  # fmt: skip
-        row.job_id = job.id
-        session.add(row)
-    return job.id
-
-
-def state(db, job_id):
-    with db.read_session() as session:
-        job = session.get(Job, job_id)
-        resource = session.get(Dataset, job.resource_id)
-        return job, resource
+from service.models import utcnow
 
 
 def test_only_one_claim_wins(db):

@@ -1,5 +1,5 @@
-"""The pure-Python framing checks of uploads (no torch, no numpy): safetensors headers, zip directories,
-file names, and the decoding of form fields."""
+"""The pure-Python framing checks the upload validator runs first (no torch, no numpy): safetensors
+headers, zip directories, the format sniffed from the first bytes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import zipfile
 
 import pytest
 
-from service.schemas.uploads import FormError, decode_form
-from service.uploads.formats import Rejected, check_filename, inspect_zip, parse_safetensors_header, sniff
+from sbengine.uploads.formats import Rejected, check_framing, inspect_zip, parse_safetensors_header, sniff
 
 
 def safetensors_bytes(
@@ -93,39 +92,14 @@ def test_a_truncated_zip_is_refused(tmp_path):
         inspect_zip(path, max_total_bytes=1 << 20, what="the .npz file")
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "../../etc/passwd",
-        "/etc/passwd",
-        "dir/model.pt",
-        "..\\x.pt",
-        "C:x.pt",
-        "..",
-        "a\x00b",
-        "a\nb",
-        "x" * 300,
-    ],
-)
-def test_path_like_file_names_are_refused(name):
-    with pytest.raises(Rejected, match="plain file name"):
-        check_filename(name)
-
-
-@pytest.mark.parametrize("name", [None, "", "model.safetensors", "my model (v2).pt", "модель.pt"])
-def test_plain_file_names_pass(name):
-    check_filename(name)
-
-
-def test_form_fields_are_decoded():
-    assert decode_form({"input_shape": "3,32,32", "num_classes": "2", "name": "m", "dataset_id": " "}) == {
-        "input_shape": [3, 32, 32], "num_classes": 2, "name": "m"
-    }  # fmt: skip
-    assert decode_form({"input_shape": "[50]", "architecture": '{"name": "fcn"}'})["architecture"] == {
-        "name": "fcn"
-    }
-    with pytest.raises(FormError) as caught:
-        decode_form({"blocks": "[{"})
-    assert caught.value.field == "blocks"
-    with pytest.raises(FormError):
-        decode_form({"num_classes": "two"})
+def test_a_pickle_or_torchscript_archive_is_refused_before_anything_reads_it(tmp_path):
+    with pytest.raises(Rejected, match="raw pickle"):
+        check_framing(write(tmp_path, b"\x80\x02}q\x00."), kind="checkpoint", max_total_bytes=1 << 20)
+    path = tmp_path / "scripted.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("m/data.pkl", b"x")
+        archive.writestr("m/code/__torch__.py", b"x")
+    with pytest.raises(Rejected, match="TorchScript"):
+        check_framing(path, kind="checkpoint", max_total_bytes=1 << 20)
+    safetensors = write(tmp_path, safetensors_bytes({"w": ("F32", [4], bytes(16))}), "w.safetensors")
+    assert check_framing(safetensors, kind="dataset", max_total_bytes=1 << 20) == "safetensors"

@@ -1,4 +1,4 @@
-"""``sbaudit gc [--dry-run] [--grace-seconds S]``: remove what no database row needs (see worker/garbage.py)."""
+"""``sbaudit gc [--dry-run] [--grace-seconds S]``: remove what no database row needs (see service/garbage.py)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ def _human(size: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sbclient.cli.errors import CliError
+    from sbserver.commands.common import load_settings, require_migrated
     from service.db import Database
-    from worker.cli_common import CliError
-    from worker.cli_support import load_settings, require_migrated
-    from worker.garbage import DEFAULT_GRACE_SECONDS, collect_garbage
+    from service.garbage import DEFAULT_GRACE_SECONDS, collect_garbage
 
     grace = DEFAULT_GRACE_SECONDS if args.grace_seconds is None else args.grace_seconds
     if grace < 0:

@@ -20,6 +20,7 @@ def settle_heap() -> None:
 
 
 def create_app_from_env() -> FastAPI:
+    from sbserver.wiring import upload_validator_program
     from service.app import create_app
     from service.db import Database
     from service.settings import get_settings
@@ -29,6 +30,8 @@ def create_app_from_env() -> FastAPI:
     if not settings.broker_url:
         raise RuntimeError("several API processes need SBAUDIT_BROKER_URL (jobs run in `sbaudit worker`)")
     db = Database.connect(settings.database_url)
-    app = create_app(settings, db=db, executor=CeleryExecutor(settings, db))
+    app = create_app(
+        settings, db=db, executor=CeleryExecutor(settings, db), upload_validator=upload_validator_program()
+    )
     settle_heap()
     return app

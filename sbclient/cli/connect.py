@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.cli_common import CliError
+from sbclient.cli.errors import CliError
 
 if TYPE_CHECKING:
     from sbclient import Client

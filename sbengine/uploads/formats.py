@@ -1,8 +1,11 @@
 """Checks of an uploaded file's framing, in pure Python: no torch, no numpy, nothing read beyond headers.
 
-Shared by the API (before it spends a validator process on a file) and by the validator itself (again,
-before it lets safetensors or numpy read anything). Every check answers with :class:`Rejected`, which the
-routes turn into a problem response naming the form field.
+Run by the upload validator (check.py) before it lets safetensors, torch or numpy read anything; the API
+process parses nothing of a file. Every check answers with :class:`Rejected`, which the validator returns
+as ``{"ok": false, "status": ..., "detail": ..., "field": ...}`` and the API as a problem response.
+
+- ``check_framing``: the format from the first bytes, then the header or zip directory checks below, and
+  no TorchScript archives (they hold code).
 
 - ``sniff``: the format from the first bytes (never from the file name).
 - ``parse_safetensors_header``: the 8-byte little-endian header length, the JSON header, and each
@@ -17,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,6 @@ MAX_ZIP_MEMBERS = 100_000
 # A member that expands more than this (deflate's ceiling is ~1030) is a bomb, not data.
 MAX_COMPRESSION_RATIO = 1000
 RATIO_CHECK_MIN_BYTES = 1 << 20
-MAX_FILENAME_CHARS = 255
 
 
 class Rejected(Exception):
@@ -48,25 +49,6 @@ class Rejected(Exception):
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "detail": self.detail, "field": self.field, "extra": self.extra}
-
-
-def check_filename(name: str | None) -> None:
-    """The client's file name is only ever shown back, never used for a path; still, a name that tries to
-    be a path (``../x``, ``/etc/passwd``, ``C:\\x``) or hides control characters is refused outright."""
-    if name is None or name == "":
-        return
-    bad = (
-        len(name) > MAX_FILENAME_CHARS
-        or name in (".", "..")
-        or any(c in name for c in "/\\")
-        or (len(name) > 1 and name[1] == ":")
-        or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name)
-    )
-    if bad:
-        raise Rejected(
-            f"the file name {name[:80]!r} is not a plain file name (no directories, drive letters or control "
-            "characters)"
-        )
 
 
 def sniff(path: Path) -> str:
@@ -228,3 +210,30 @@ def inspect_zip(path: Path, *, max_total_bytes: int, what: str) -> list[ZipMembe
             )
         members.append(ZipMember(info.filename, info.file_size, info.compress_size))
     return members
+
+
+def check_framing(path: Path, *, kind: str, max_total_bytes: int) -> str:
+    """The file's format from its first bytes (``safetensors`` or ``zip``), once its header or zip
+    directory passed the checks; ``kind`` is ``checkpoint`` or ``dataset``."""
+    fmt = sniff(path)
+    if fmt == "pickle":
+        raise Rejected(
+            "a raw pickle is refused: upload safetensors, or a state_dict saved by torch.save in its (default) "
+            "zip format"
+        )
+    if kind == "checkpoint" and fmt not in ("safetensors", "zip"):
+        raise Rejected("not a checkpoint: upload a safetensors file or a torch.save'd state_dict (zip format)")
+    if kind == "dataset" and fmt not in ("safetensors", "zip"):
+        raise Rejected("not a dataset file: upload .npz (numpy.savez) or safetensors")
+    if fmt == "safetensors":
+        parse_safetensors_header(path)
+        return fmt
+    what = "the checkpoint" if kind == "checkpoint" else "the .npz file"
+    members = inspect_zip(path, max_total_bytes=max_total_bytes, what=what)
+    if kind == "checkpoint":
+        names = [m.name for m in members]
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            raise Rejected("TorchScript archives are refused (they hold code): upload the model's state_dict")
+        if not any(n.endswith("/data.pkl") for n in names):
+            raise Rejected("this zip archive is not a torch.save checkpoint (it has no data.pkl)")
+    return fmt

@@ -44,7 +44,7 @@ def _serve_one(options: dict[str, Any]) -> None:
     import uvicorn
 
     sock = _bind(options["host"], options["port"])
-    config = uvicorn.Config("worker.asgi:create_app_from_env", factory=True, **options)
+    config = uvicorn.Config("sbserver.asgi:create_app_from_env", factory=True, **options)
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
     if not server.started:

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from sbclient import Client
-from worker import cli_connect
-from worker.cli import build_parser, main
+from sbclient.cli import connect as cli_connect
+from sbclient.cli.entry import build_parser, main
 
 NOW = "2026-01-01T00:00:00Z"
 JOB = {"id": "job_1", "kind": "run_audit", "state": "queued", "progress": 0.0, "stage": None, "detail": None,
@@ -252,7 +252,7 @@ def test_artifacts_get_and_audits_report_write_files(server, capsys, tmp_path):
 def test_on_a_terminal_the_progress_bar_shows_stage_steps_metrics_and_eta(server):
     from rich.console import Console
 
-    from worker.cli_watch import watch_job
+    from sbclient.cli.watch import watch_job
 
     server.routes[("GET", "/v1/jobs/job_1/events")] = [sse(("job", JOB), ("job", RUNNING)), sse()]
     server.routes[("GET", "/v1/jobs/job_1")] = httpx.Response(200, json={**RUNNING, "state": "canceled"})

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
 from rich.text import Text
 
-from worker.cli_render import duration, metrics_text, step_text
+from sbclient.cli.render import duration, metrics_text, step_text
 
 TERMINAL_STATES = ("succeeded", "failed", "canceled")
 

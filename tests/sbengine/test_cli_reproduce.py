@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
-from worker.cli import main
+from sbclient.cli.entry import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "sbclient.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_help_lists_reproduce():

@@ -1,4 +1,9 @@
-"""``sbaudit reproduce NAME``: rerun one of the paper's experiments and show our figures beside the paper's."""
+"""``sbaudit reproduce NAME``: rerun one of the paper's experiments and show our figures beside the paper's.
+
+It lives with the engine because it only drives the engine (no server, no database). It plugs into the one
+``sbaudit`` command through the ``sbaudit.commands`` entry-point group (pyproject.toml); rich is imported
+only when it runs.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sbengine.reproduce import EXPERIMENTS, run_experiment
-    from worker.cli_common import CliError
 
     console = Console(stderr=True)
     try:
@@ -79,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
             result = run_experiment(args.name, seed=args.seed, n_train=args.n_train, eval_every=args.eval_every,
                                     epochs=args.epochs, repeats=args.repeats, device=args.device, progress=on_progress)
     except (ValueError, FileNotFoundError) as exc:
-        raise CliError(str(exc)) from None
+        # The engine imports nothing of the CLI's, so it prints the CLI's one-line error itself.
+        print(f"sbaudit: error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result))
     else:

@@ -31,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _database(settings=None):
+    from sbserver.commands.common import load_settings, require_migrated
     from service.db import Database
-    from worker.cli_support import load_settings, require_migrated
 
     settings = settings or load_settings()
     require_migrated(settings)
@@ -40,8 +40,8 @@ def _database(settings=None):
 
 
 def run_create(args: argparse.Namespace) -> int:
+    from sbclient.cli.errors import CliError
     from service.auth import create_key
-    from worker.cli_common import CliError
 
     db = _database()
     try:
@@ -78,9 +78,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
+    from sbclient.cli.errors import CliError
+    from sbserver.commands.common import load_settings
     from service.revocation import KeyNotFound, revoke_key
-    from worker.cli_common import CliError
-    from worker.cli_support import load_settings
 
     settings = load_settings()
     db = _database(settings)

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.cli_support import load_settings, migrate, redact
+    from sbserver.commands.common import load_settings, migrate, redact
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)

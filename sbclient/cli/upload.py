@@ -1,7 +1,7 @@
 """``sbaudit models upload`` / ``sbaudit datasets upload``: send a checkpoint or a dataset to a server.
 
 POST /v1/models/uploads and POST /v1/datasets/uploads through sbclient (the file is streamed from disk).
-worker/cli_client.py adds these actions to its ``models`` and ``datasets`` groups. Prints the created (or
+sbclient/cli/resources.py adds these actions to its ``models`` and ``datasets`` groups. Prints the created (or
 already existing) resource as JSON on stdout, a one-line summary on stderr; a refusal is one line:
 ``sbaudit: error: 422 body.file: the weights do not match ...``.
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.cli_connect import add_connection_options, client_command, int_list, json_option
+from sbclient.cli.connect import add_connection_options, client_command, int_list, json_option
 
 if TYPE_CHECKING:
     from sbclient import Client, Upload

@@ -17,9 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sbclient.cli.errors import CliError
+    from sbserver.commands.common import load_settings, require_migrated
     from worker.celery_app import QUEUE, make_celery
-    from worker.cli_common import CliError
-    from worker.cli_support import load_settings, require_migrated
     from worker.logs import configure_logging
 
     settings = load_settings()

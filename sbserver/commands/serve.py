@@ -34,7 +34,7 @@ def _check_port_free(host: str, port: int) -> None:
     """Fail with one clear line before migrating and starting jobs, not with uvicorn's traceback after."""
     import socket
 
-    from worker.cli_common import CliError
+    from sbclient.cli.errors import CliError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -80,13 +80,14 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
+    from sbclient.cli.errors import CliError
+    from sbserver import api_processes
+    from sbserver.asgi import settle_heap
+    from sbserver.commands.common import load_settings, migrate, redact
+    from sbserver.wiring import upload_validator_program
     from service.app import create_app
     from service.auth import ensure_admin_key
     from service.db import Database
-    from worker import api_processes
-    from worker.asgi import settle_heap
-    from worker.cli_common import CliError
-    from worker.cli_support import load_settings, migrate, redact
     from worker.logs import configure_logging
 
     settings = load_settings(host=args.host, port=args.port)
@@ -123,13 +124,13 @@ def run(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
     if settings.api_workers > 1:
-        db.dispose()  # each API process opens its own pool (worker/asgi.py)
+        db.dispose()  # each API process opens its own pool (sbserver/asgi.py)
         if api_processes.reuse_port_supported():
             return api_processes.serve(options, settings.api_workers, grace_seconds=GRACEFUL_SHUTDOWN_SECONDS)
-        uvicorn.run("worker.asgi:create_app_from_env", factory=True, workers=settings.api_workers, **options)
+        uvicorn.run("sbserver.asgi:create_app_from_env", factory=True, workers=settings.api_workers, **options)
         return 0
     executor = _executor(settings, db)
-    app = create_app(settings, db=db, executor=executor)
+    app = create_app(settings, db=db, executor=executor, upload_validator=upload_validator_program())
     settle_heap()
     server = _draining_server_class()(uvicorn.Config(app, **options), executor)
     server.run()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from sbclient.cli.entry import main
 from service.migrate import head_revision
-from worker.cli import main
 
 
 def test_migrate_then_keys(tmp_path, monkeypatch, capsys, clean_env):

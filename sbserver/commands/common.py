@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.cli_common import CliError
+from sbclient.cli.errors import CliError
 
 
 def load_settings(**overrides: Any):

@@ -11,15 +11,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from service_testing import queue_job
 from sqlalchemy import func, select
-from test_jobstore import queue_job
 
+from sbserver.commands import gc as cli_gc
 from service import jobstore
+from service.garbage import Collector, collect_garbage
 from service.ids import new_id
 from service.models import Artifact, IdempotencyRecord, utcnow
 from service.storage import ArtifactStore
-from worker import cli_gc
-from worker.garbage import Collector, collect_garbage
 
 HOUR = 3600.0
 
