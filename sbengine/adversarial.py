@@ -1,4 +1,4 @@
-"""What adversarial training adds to the training loop (PAPER_SPEC §7.2), kept out of train.py's way."""
+"""What adversarial training adds to the training loop (docs/method.md §7.2), kept out of train.py's way."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Projected gradient descent attacks (PAPER_SPEC §7.1) and where their budget goes (§8, nb06).
+"""Projected gradient descent attacks (docs/method.md §7.1) and where their budget goes (§8, nb06).
 
 The audit question is not only "does the attack flip the prediction" but "which feature does it move": if
 a model relies exclusively on the simple block S, the cheapest adversarial direction lies in S, so the
@@ -54,7 +54,7 @@ def _is_int(v: Any) -> bool:
 
 @dataclass(kw_only=True)
 class PGDConfig:
-    """One PGD attack (PAPER_SPEC §7.1). ``eps`` and ``step_size`` are absolute, in input units: use
+    """One PGD attack (docs/method.md §7.1). ``eps`` and ``step_size`` are absolute, in input units: use
     ``relative_to_range`` for nb06's "0.5·drange". ``bounds`` is the box every perturbed input is clipped
     to (``None``: no box). With ``minimal`` there is no ε-projection and examples stop moving once flipped.
     """

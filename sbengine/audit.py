@@ -1,4 +1,4 @@
-"""An audit: several checks on one trained model (or ensemble) and one dataset, and a verdict (DESIGN §3).
+"""An audit: several checks on one trained model (or ensemble) and one dataset, and a verdict (docs/api.md).
 
 Checks and their options (every option has the paper's default; ``eps`` and ``step_size`` of PGD are
 fractions of the data range when ``relative`` is true, as nb06's "0.5·drange"):

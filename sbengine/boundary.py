@@ -1,4 +1,4 @@
-"""A 2-D slice of the decision boundary: one S coordinate against one S^c coordinate (PAPER_SPEC §3.6).
+"""A 2-D slice of the decision boundary: one S coordinate against one S^c coordinate (docs/method.md §3.6).
 
 The paper's figure predicts on points whose two chosen canonical coordinates sweep a grid and whose other
 coordinates are random. Uniform noise in every other coordinate puts most points far from the data, so here

@@ -1,4 +1,4 @@
-"""Device choice at run time, and seeding: the engine is deterministic given a seed (DESIGN §5)."""
+"""Device choice at run time, and seeding: the engine is deterministic given a seed (docs/method.md §5, docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ensembles (PAPER_SPEC §6): independently trained members and the ways to combine them.
+"""Ensembles (docs/method.md §6): independently trained members and the ways to combine them.
 
 The paper's point is that averaging many simplicity-biased models does not remove the bias: every member
 relies on the same simple feature, so the ensemble does too (``ensemble_audit_summary`` shows it per member
@@ -291,7 +291,7 @@ def ensemble_audit_summary(
 ) -> dict[str, Any]:
     """Test accuracy, standard / S-randomized / S^c-randomized AUC and accuracy, and the reliance verdict of
     every member and of the ensemble (same permutations for all), so a user sees at a glance whether the
-    ensemble is as simplicity-biased as its members (PAPER_SPEC §6, App. E.1). JSON-able."""
+    ensemble is as simplicity-biased as its members (docs/method.md §6, App. E.1). JSON-able."""
     device = resolve_device(device)
     ensemble.to(device).eval()
     for m in members:

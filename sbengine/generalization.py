@@ -1,4 +1,4 @@
-"""The generalization check (PAPER_SPEC §9): is the model's accuracy below what S^c alone could reach?
+"""The generalization check (docs/method.md §9): is the model's accuracy below what S^c alone could reach?
 
 With synthetic blocks the Bayes accuracy of any set of blocks is known analytically, so a model that
 generalizes like the best predictor on S (e.g. 0.95 from a noisy linear coordinate) while S^c alone allows

@@ -1,4 +1,4 @@
-"""Simplicity-bias metrics (PAPER_SPEC §3): S/S^c-randomization, feature dependence, the verdict.
+"""Simplicity-bias metrics (docs/method.md §3): S/S^c-randomization, feature dependence, the verdict.
 
 All randomization happens in canonical coordinates: rows are rotated back (z = x Qᵀ), the chosen block's
 columns are permuted *jointly* with one permutation over the whole evaluation split (so the block keeps its
@@ -122,7 +122,7 @@ def randomization(
     histogram_bins: int = 20,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Standard, S-randomized and S^c-randomized AUC / accuracy / logit shift (PAPER_SPEC §3.1-3.4)."""
+    """Standard, S-randomized and S^c-randomized AUC / accuracy / logit shift (docs/method.md §3.1-3.4)."""
     if not 1 <= repeats <= 1000:
         raise ValueError(f"repeats must be in [1, 1000], got {repeats}")
     simple = list(dataset.simple_blocks if simple_blocks is None else simple_blocks)
@@ -199,7 +199,7 @@ def feature_dependence(
     device: str = "cpu",
     progress: ProgressCallback | None = None,
 ) -> list[dict[str, Any]]:
-    """Accuracy / AUC / loss after destroying each group of canonical coordinates (PAPER_SPEC §3.5).
+    """Accuracy / AUC / loss after destroying each group of canonical coordinates (docs/method.md §3.5).
 
     ``groups`` maps a name to canonical coordinates; by default every block is one group, and every single
     coordinate is a group too when the input is small enough for that to be readable.

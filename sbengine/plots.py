@@ -1,4 +1,4 @@
-"""Figures people read an audit by (PAPER_SPEC §3.4, §3.6, §7, §8), rendered headless to PNG bytes.
+"""Figures people read an audit by (docs/method.md §3.4, §3.6, §7, §8), rendered headless to PNG bytes.
 
 Every function takes the JSON-able result the engine produced (so a stored result can be re-plotted
 without the model) and returns PNG bytes. matplotlib is imported lazily with the Agg backend.

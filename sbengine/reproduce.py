@@ -1,6 +1,6 @@
 """The paper's notebook experiments as named, seeded runs (``sbaudit reproduce NAME``).
 
-Each experiment is the notebook's configuration (PAPER_SPEC §5.2, §6, §7.3, §8) with §12's fixes: a
+Each experiment is the notebook's configuration (docs/method.md §5.2, §6, §7.3, §8) with §12's fixes: a
 separate validation split for model selection, seeds everywhere, randomization metrics averaged over
 repeated permutations, UAPs fitted on the validation split and evaluated on the test split. ``paper`` holds
 the figures the notebooks printed (§10.1), shown beside ours.
@@ -51,7 +51,7 @@ _FCN_100_2 = {"name": "fcn", "width": 100, "depth": 2}
 _FCN_200_1 = {"name": "fcn", "width": 200, "depth": 1}
 _MNIST_CIFAR = {"preset": "MNIST-CIFAR", "n_val": 1000}
 _RESNET50 = {"name": "resnet50"}
-# PAPER_SPEC §5.2 nb02/nb05: lr 0.05, no momentum, wd 5e-5, ×0.2 at epoch 30, stop at train loss < 0.01.
+# docs/method.md §5.2 nb02/nb05: lr 0.05, no momentum, wd 5e-5, ×0.2 at epoch 30, stop at train loss < 0.01.
 _MNIST_CIFAR_SGD = _sgd(0.05, wd=5e-5, eval_every=50, schedule={"step_epochs": 30, "gamma": 0.2},
                         train_loss=0.01, max_updates=20_000, max_epochs=500)
 

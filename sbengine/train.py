@@ -1,4 +1,4 @@
-"""The training loop: one obvious loop, configured by a dataclass (PAPER_SPEC §5.1, with §12's fixes).
+"""The training loop: one obvious loop, configured by a dataclass (docs/method.md §5.1, with §12's fixes).
 
 Data stays in tensors: each epoch draws one permutation from a generator seeded by (seed, epoch) and the
 loop slices index batches from it, so there is no per-sample DataLoader and a resumed run sees exactly
@@ -88,7 +88,7 @@ class StepSchedule:
 
 @dataclass
 class AdversarialTraining:
-    """PGD inside the loop (PAPER_SPEC §7.2): every batch is replaced by its PGD perturbation before the step.
+    """PGD inside the loop (docs/method.md §7.2): every batch is replaced by its PGD perturbation before the step.
 
     ``attack`` and ``eval_attack`` are PGD settings (``sbengine.attacks.PGDConfig`` fields); the evaluation
     attack defaults to the training one. The attack runs with BatchNorm on batch statistics but without

@@ -1,4 +1,4 @@
-"""Universal adversarial perturbations (PAPER_SPEC §8): one vector v that fools a model on most points.
+"""Universal adversarial perturbations (docs/method.md §8): one vector v that fools a model on most points.
 
 A simplicity-biased model has a single direction that matters, the simple feature S, so a small UAP along
 S destroys its accuracy and almost all of v lies on S (paper §4.3: 99.6% on LMS-5). Two ways to find v:

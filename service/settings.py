@@ -1,7 +1,7 @@
 """The one settings class: every knob of the service and the workers, read from ``SBAUDIT_*`` variables.
 
 The API, the local executor's job subprocesses and Celery workers all build their configuration from this
-class, so a deployment is described by one set of environment variables (see docs/service.md).
+class, so a deployment is described by one set of environment variables (see docs/operations.md).
 """
 
 from __future__ import annotations

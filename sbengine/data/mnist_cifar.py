@@ -1,4 +1,4 @@
-"""MNIST-CIFAR (PAPER_SPEC §2): an MNIST digit stacked on top of a CIFAR-10 image, both predictive.
+"""MNIST-CIFAR (docs/method.md §2): an MNIST digit stacked on top of a CIFAR-10 image, both predictive.
 
 Each image is 3x64x32: rows 0-31 hold a binarised MNIST digit (zero-padded from 28x28 and copied to three
 channels), rows 32-63 a binarised CIFAR-10 image; both halves agree with the label. A network that is

@@ -1,4 +1,4 @@
-"""The paper's named datasets (PAPER_SPEC §1.4) as block compositions, with the notebooks' sizes."""
+"""The paper's named datasets (docs/method.md §1.4) as block compositions, with the notebooks' sizes."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Slab-structured synthetic data (PAPER_SPEC §1): blocks of 1-D features composed in any order and count.
+"""Slab-structured synthetic data (docs/method.md §1): blocks of 1-D features composed in any order and count.
 
 Every coordinate is drawn independently given the label Y ~ Bernoulli(1/2), in *canonical* coordinates in
 [-B, B]; the whole matrix is then optionally rotated by a random orthogonal Q (``x = z @ Q``). A block is
 one kind of feature repeated ``count`` times (e.g. 49 five-slab coordinates) and becomes one FeatureBlock,
 so S and S^c are chosen by block index.
 
-Noise (PAPER_SPEC §1.3, §12.8) comes in two modes, both for linear and for slab blocks:
+Noise (docs/method.md §1.3, §12.8) comes in two modes, both for linear and for slab blocks:
 ``margin``: round(N·p) rows are moved uniformly into the margin gaps, independent of the label — the
 coordinate is then *erased* for those rows (Bayes accuracy 1 − p/2); ``flip``: round(N·p) rows are redrawn
 from the opposite class's support (Bayes accuracy 1 − p). Noise rows are chosen per coordinate over all
@@ -28,7 +28,7 @@ NOISE_MODES = ("margin", "flip")
 SLAB_KS = (3, 5, 7)
 
 # Probability of each |x| ring for each class, ring 0 = centre slab, ring r = r-th slab pair outwards.
-# Chosen (PAPER_SPEC §1.2) so both classes have E[x^2] ≈ 0.199 for 5 and 7 slabs.
+# Chosen (docs/method.md §1.2) so both classes have E[x^2] ≈ 0.199 for 5 and 7 slabs.
 _RING_PROBS: dict[int, dict[int, dict[int, float]]] = {
     3: {0: {0: 1.0}, 1: {1: 1.0}},
     5: {0: {0: 0.75, 2: 0.25}, 1: {1: 1.0}},

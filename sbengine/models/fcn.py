@@ -1,4 +1,4 @@
-"""The fully connected network of the paper, a "(w, d)-FCN" (PAPER_SPEC §4.1)."""
+"""The fully connected network of the paper, a "(w, d)-FCN" (docs/method.md §4.1)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class FCN(nn.Module):
 
     ``init`` is "default" (PyTorch's Linear init) or "kaiming"/"xavier" (normal variants). Only weight
     matrices are re-drawn and biases are zeroed: the original applied Kaiming to the 1-D biases and crashed
-    (PAPER_SPEC §12.6). ``init_scale`` then multiplies every weight matrix, which is how the paper's
+    (docs/method.md §12.6). ``init_scale`` then multiplies every weight matrix, which is how the paper's
     initialisation-scale sweeps are expressed.
     """
 

@@ -1,4 +1,4 @@
-"""Sequence models for vector data: the 1-D CNN and the GRU/LSTM of the paper's App. C (PAPER_SPEC §4.2).
+"""Sequence models for vector data: the 1-D CNN and the GRU/LSTM of the paper's App. C (docs/method.md §4.2).
 
 Both read a feature vector as a sequence: the CNN as one channel of length d, the recurrent nets as d / l
 steps of l features. They exist to show that simplicity bias is not an artefact of fully connected nets.
@@ -15,7 +15,7 @@ class CNN1d(nn.Module):
     a two-layer head whose hidden width is the input length d.
 
     Unlike the original, the head's input size accounts for the pool and ``num_classes`` is honoured
-    (PAPER_SPEC §12.6).
+    (docs/method.md §12.6).
     """
 
     def __init__(

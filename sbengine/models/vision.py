@@ -1,4 +1,4 @@
-"""The CIFAR-style CNN zoo of the paper's MNIST-CIFAR experiments (PAPER_SPEC §4.3).
+"""The CIFAR-style CNN zoo of the paper's MNIST-CIFAR experiments (docs/method.md §4.3).
 
 These are torchvision's architectures adapted to 32-pixel inputs the way the paper's vendored
 PyTorch_CIFAR10 models are: ImageNet stems shrink a 32x32 image to a few pixels before the first stage, so

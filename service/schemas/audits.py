@@ -35,7 +35,7 @@ def _unique(value: list[Any] | None) -> list[Any] | None:
 
 
 class PGDOptions(StrictModel):
-    """Instance-wise PGD on every point of ``split`` (PAPER_SPEC §7.1)."""
+    """Instance-wise PGD on every point of ``split`` (docs/method.md §7.1)."""
 
     norm: Norm = "l2"
     eps: float = Field(default=0.5, gt=0, description="Budget (a fraction of the data range if relative).")

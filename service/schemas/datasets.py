@@ -1,4 +1,4 @@
-"""Dataset requests: a named preset or an explicit composition of feature blocks (PAPER_SPEC §1).
+"""Dataset requests: a named preset or an explicit composition of feature blocks (docs/method.md §1).
 
 The ranges mirror sbengine's own checks (sbengine/data/synthetic.py) so a bad request is answered 422,
 naming the field, before a job is queued; tests/service/test_schema_mirror.py keeps the two in step.

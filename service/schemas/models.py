@@ -118,7 +118,7 @@ class PGDAttack(StrictModel):
 
 
 class AdversarialTraining(StrictModel):
-    """PGD adversarial training (PAPER_SPEC §7.2): each batch is replaced by its PGD perturbation. Each
+    """PGD adversarial training (docs/method.md §7.2): each batch is replaced by its PGD perturbation. Each
     evaluation adds robust and S-/S^c-randomized validation accuracy to the history."""
 
     attack: PGDAttack

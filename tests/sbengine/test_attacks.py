@@ -1,4 +1,4 @@
-"""PGD (PAPER_SPEC §7.1) and where its budget goes (§8, nb06), on hand-made models for exact checks and on
+"""PGD (docs/method.md §7.1) and where its budget goes (§8, nb06), on hand-made models for exact checks and on
 a quickly trained LMS-5 FCN for the simplicity-bias figure. The helpers here are shared with test_uap.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The decision-boundary slice (PAPER_SPEC §3.6): orientation, determinism and the figure."""
+"""The decision-boundary slice (docs/method.md §3.6): orientation, determinism and the figure."""
 
 import pytest
 import torch

@@ -180,7 +180,7 @@ def test_combine_modes_start_as_the_average(lms5, trained):
         torch.testing.assert_close(probs.exp(), torch.softmax(logits, -1).mean(0))
         for combine in ("linear", "mlp"):
             torch.testing.assert_close(Ensemble(members, combine)(x), average, rtol=1e-5, atol=1e-5)
-    # class-major stacking (PAPER_SPEC §6): column c·M + m is member m's class-c logit
+    # class-major stacking (docs/method.md §6): column c·M + m is member m's class-c logit
     features = Ensemble(members, "linear").member_features(x)
     torch.testing.assert_close(features[:, 1 * 3 + 2], members[2](x)[:, 1])
     with pytest.raises(ValueError, match="combine"):

@@ -311,7 +311,7 @@ def test_variants_select_their_classes(raw, variant):
 
 
 def test_grouped_cifar_classes(raw):
-    """cifar_classes=None: classes 0-4 vs 5-9 (the original's intent, broken there, PAPER_SPEC §12.2)."""
+    """cifar_classes=None: classes 0-4 vs 5-9 (the original's intent, broken there, docs/method.md §12.2)."""
     ds = build_mnist_cifar(root=raw.root, cifar_classes=None, download=False)
     assert ds.spec["cifar_classes"] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
     x, y = ds.split("train")

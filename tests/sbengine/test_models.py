@@ -1,4 +1,4 @@
-"""The model zoo builds what PAPER_SPEC §4 describes, and bad configs fail early with a clear message."""
+"""The model zoo builds what docs/method.md §4 describes, and bad configs fail early with a clear message."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_architecture_table_matches_kwargs():
     }
 
 
-# ---- vision stems (PAPER_SPEC §4.3) ----
+# ---- vision stems (docs/method.md §4.3) ----
 
 
 def test_googlenet_honours_num_classes():
@@ -107,7 +107,7 @@ def test_densenet_stem_is_3x3_stride_1():
     assert conv0.kernel_size == (3, 3) and conv0.stride == (1, 1)
 
 
-# ---- FCN structure and initialisation (PAPER_SPEC §4.1) ----
+# ---- FCN structure and initialisation (docs/method.md §4.1) ----
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
@@ -164,7 +164,7 @@ def test_fcn_init_scale_scales_weights(init):
         torch.testing.assert_close(b.bias, a.bias)
 
 
-# ---- sequence models (PAPER_SPEC §4.2) ----
+# ---- sequence models (docs/method.md §4.2) ----
 
 
 @pytest.mark.parametrize("layers", [1, 2])

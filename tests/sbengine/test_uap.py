@@ -1,4 +1,4 @@
-"""Universal adversarial perturbations (PAPER_SPEC §8 with §12.4's fixes)."""
+"""Universal adversarial perturbations (docs/method.md §8 with §12.4's fixes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""docker-compose.yml and the Dockerfile describe the scaled deployment DESIGN §2 promises."""
+"""docker-compose.yml and the Dockerfile describe the scaled deployment docs/operations.md describes."""
 
 from __future__ import annotations
 
