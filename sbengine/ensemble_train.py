@@ -37,15 +37,10 @@ from sbengine.data.dataset import Dataset
 from sbengine.device import cpu_threads_for, generator, resolve_device
 from sbengine.evaluation import evaluate
 from sbengine.progress import ProgressCallback, report
-from sbengine.train import (
-    DIVERGENCE_LOSS,
-    TrainConfig,
-    TrainResult,
-    _final_metrics,
-    _lr_at_epoch,
-    _Split,
-    make_optimizer,
-)
+from sbengine.train import TrainConfig, _Split, make_optimizer
+from sbengine.train import lr_at_epoch as _lr_at_epoch
+from sbengine.train_rules import DIVERGENCE_LOSS, TrainResult
+from sbengine.train_rules import final_metrics as _final_metrics
 
 
 @dataclass
