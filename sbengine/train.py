@@ -2,8 +2,9 @@
 
 Data stays in tensors: each epoch draws one permutation from a generator seeded by (seed, epoch) and the
 loop slices index batches from it, so there is no per-sample DataLoader and a resumed run sees exactly
-the batches an uninterrupted one would. Evaluation happens every ``eval_every`` updates on the full train
-split and the validation split; the best-on-validation snapshot is kept, never one chosen on test.
+the batches an uninterrupted one would. When to evaluate, stop and which weights to keep is decided by
+``sbengine.train_rules.RunTracker``, the same code a vectorized ensemble member uses; this module only
+computes the updates (plain, or on PGD-perturbed batches with adversarial training).
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ import torch.nn.functional as F
 
 from sbengine.data.dataset import Dataset
 from sbengine.device import cpu_threads_for, generator, resolve_device
-from sbengine.evaluation import accuracy_and_loss, evaluate, predict_logits
 from sbengine.progress import ProgressCallback, report
+from sbengine.train_rules import BatchLosses, RunTracker, TrainResult
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SELECTIONS = ("final", "best_val")
-DIVERGENCE_LOSS = 1e6
 MAX_UPDATES_LIMIT = 100_000_000
 # Move a whole split to the accelerator when it is smaller than this; otherwise stream pinned batches.
 _DEVICE_RESIDENT_BYTES = 4 * 2**30
@@ -183,20 +183,6 @@ class TrainConfig:
         return asdict(self)
 
 
-@dataclass
-class TrainResult:
-    updates: int
-    epochs: int
-    seconds: float
-    stopped_because: str
-    selected_step: int
-    metrics: dict[str, float]
-    history: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # foreach: one fused call per update instead of a Python loop over parameters (matters for small models)
     params = model.parameters()
@@ -207,10 +193,16 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
 
 
-def _lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
+def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
     if cfg.schedule is None:
         return cfg.lr
     return cfg.lr * cfg.schedule.gamma ** (epoch // cfg.schedule.step_epochs)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order in which a run with ``seed`` visits the n training rows in ``epoch``: a stream of its own,
+    so a resumed run, or an ensemble member trained beside others, sees exactly the same batches."""
+    return torch.randperm(n, generator=generator(seed, 2, epoch))
 
 
 class _Split:
@@ -265,15 +257,11 @@ def train(
 
 
 def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, checkpoint_every) -> TrainResult:
+    """The update loop; evaluation, stopping and selection are the ``RunTracker``'s."""
     model.to(device)
     train_split = _Split(*dataset.split("train"), device)
-    val = dataset.splits.get("val")
     optimizer = make_optimizer(model, config)
     batches_per_epoch = math.ceil(train_split.n / config.batch_size)
-    stop = config.stop
-    max_updates = stop.max_updates
-    if stop.max_epochs is not None:
-        max_updates = min(max_updates, stop.max_epochs * batches_per_epoch)
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
     checkpoint_every = checkpoint_every or config.eval_every
 
@@ -282,86 +270,49 @@ def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, c
         from sbengine.adversarial import Adversary
 
         adversary = Adversary(config.adversarial, dataset, device=device, seed=seed)
-    selection_key = "robust_accuracy" if adversary is not None else "val_accuracy"
-    loss_sum, loss_count = torch.zeros((), device=device), 0
+    step, elapsed_before = 0, 0.0
 
-    step = 0
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    converged_at: int | None = None
-    stopped_because = "max_updates"
-    elapsed_before = 0.0
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - started
+
+    tracker = RunTracker(config, train_data=(train_split.x, train_split.y), val=dataset.splits.get("val"),
+                         batches_per_epoch=batches_per_epoch, device=device, clock=elapsed, adversary=adversary,
+                         progress=progress)
+    losses = BatchLosses(1, device)
     dropout_rng = generator(seed, 1).get_state()
     if checkpoint_path is not None and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, history, converged_at = state["step"], state["history"], state["converged_at"]
-        best, elapsed_before, dropout_rng = state["best"], state["seconds"], state["rng"]
+        tracker.load_state_dict(state)
+        step, elapsed_before, dropout_rng = state["step"], state["seconds"], state["rng"]
     torch.set_rng_state(dropout_rng)
-
-    def snapshot() -> dict[str, Any]:
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def checkpoint() -> None:
         if checkpoint_path is not None:
             _save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "history": history, "converged_at": converged_at, "best": best,
-                "seconds": elapsed_before + time.perf_counter() - started, "rng": torch.get_rng_state(),
+                **tracker.state_dict(), "seconds": elapsed(), "rng": torch.get_rng_state(),
             })
-
-    def run_evaluation() -> bool:
-        """Record metrics; returns True when training must stop because it diverged."""
-        nonlocal best, converged_at, loss_sum, loss_count
-        train_acc, train_loss = evaluate(model, train_split.x, train_split.y, device=device)
-        row: dict[str, Any] = {"step": step, "epoch": step // batches_per_epoch,
-                               "train_accuracy": train_acc, "train_loss": train_loss}
-        if loss_count:
-            row["batch_loss"] = loss_sum.item() / loss_count
-            loss_sum, loss_count = torch.zeros((), device=device), 0
-        if val is not None:
-            row["val_accuracy"], row["val_loss"] = evaluate(model, *val, device=device)
-        if adversary is not None:
-            row.update(adversary.evaluate(model))
-        if step > 0 and selection_key in row and (best is None or row[selection_key] >= best["score"]):
-            best = {"step": step, "score": row[selection_key], "state": snapshot()}
-        row["seconds"] = round(elapsed_before + time.perf_counter() - started, 3)
-        history.append(row)
-        report(progress, "train", step, max_updates, **{k: v for k, v in row.items() if k != "step"})
-        losses = [train_loss, row.get("val_loss", 0.0), row.get("batch_loss", 0.0)]
-        if any(not math.isfinite(v) or v > DIVERGENCE_LOSS for v in losses):
-            return True
-        loss_for_stop = row.get("batch_loss", train_loss) if adversary is not None else train_loss
-        if converged_at is None and (
-            (stop.train_accuracy is not None and train_acc >= stop.train_accuracy)
-            or (stop.train_loss is not None and loss_for_stop < stop.train_loss and step > 0)
-        ):
-            converged_at = step
-        return False
 
     started = time.perf_counter()
     progress_every = max(1, min(config.eval_every, 100))
     perm, perm_epoch = None, -1
     model.train()  # evaluation restores the mode it found, so this holds for the whole loop
     while True:
-        due = step % config.eval_every == 0 and (not history or history[-1]["step"] != step)
-        if due and run_evaluation():
-            stopped_because = "diverged"
-            break
-        if step > 0 and step % checkpoint_every == 0:
+        if tracker.due(step):
+            tracker.evaluate(model, step, batch_loss=losses.mean(0))
+            losses.reset()
+        reason = tracker.stop_reason(step)
+        if reason != "diverged" and step > 0 and step % checkpoint_every == 0:
             checkpoint()
-        if converged_at is not None and step >= converged_at + stop.patience_updates:
-            stopped_because = "converged"
-            break
-        if step >= max_updates:
-            stopped_because = "max_epochs" if max_updates < stop.max_updates else "max_updates"
+        if reason is not None:
             break
         epoch, position = divmod(step, batches_per_epoch)
         if perm_epoch != epoch:
-            perm, perm_epoch = torch.randperm(train_split.n, generator=generator(seed, 2, epoch)), epoch
+            perm, perm_epoch = epoch_order(train_split.n, seed, epoch), epoch
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at_epoch(config, epoch)
+                group["lr"] = lr_at_epoch(config, epoch)
         xb, yb = train_split.batch(perm[position * config.batch_size : (position + 1) * config.batch_size])
         if adversary is not None:
             xb = adversary.perturb(model, xb, yb, step)
@@ -370,40 +321,10 @@ def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, c
             loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach()
-        loss_count += 1
+        losses.add(loss)
         step += 1
         if step % progress_every == 0:
-            report(progress, "train", step, max_updates)
+            report(progress, "train", step, tracker.max_updates)
 
-    if not history or history[-1]["step"] != step:
-        run_evaluation()
-    selected_step = step
-    if config.select == "best_val" and best is not None:
-        model.load_state_dict(best["state"])
-        selected_step = best["step"]
-    model.eval()
-    last = history[-1]
-    known = {k: last[k] for k in ("train_accuracy", "train_loss", "val_accuracy", "val_loss") if k in last}
-    metrics = _final_metrics(model, dataset, device, known=known if selected_step == last["step"] else {})
-    seconds = elapsed_before + time.perf_counter() - started
-    return TrainResult(
-        updates=step,
-        epochs=math.ceil(step / batches_per_epoch),
-        seconds=round(seconds, 3),
-        stopped_because=stopped_because,
-        selected_step=selected_step,
-        metrics=metrics,
-        history=history,
-    )
-
-
-def _final_metrics(model: torch.nn.Module, dataset: Dataset, device: str, known: dict[str, float]) -> dict[str, float]:
-    """Accuracy and loss on every split, reusing what the last evaluation measured on these same weights."""
-    out: dict[str, float] = dict(known)
-    for name, (x, y) in dataset.splits.items():
-        if f"{name}_accuracy" in out:
-            continue
-        logits = predict_logits(model, x, device=device)
-        out[f"{name}_accuracy"], out[f"{name}_loss"] = accuracy_and_loss(logits, torch.from_numpy(y))
-    return out
+    tracker.finish(model, step, reason, batch_loss=losses.mean(0))
+    return tracker.result(model, dataset, seconds=elapsed())
