@@ -1,7 +1,8 @@
 """POST /v1/models/uploads and POST /v1/datasets/uploads: a user's own checkpoint or evaluation data.
 
-Synchronous: the request streams the file to disk (service/uploads/stream.py), checks its framing, runs the
-validator process (service/uploads/validator.py) and answers ``201`` with a *ready* model or dataset, or a
+Synchronous: the request streams the file to disk (service/uploads/stream.py), runs the validator process
+on it (service/uploads/validator.py: it checks the framing, then the contents; this process parses nothing
+of the file) and answers ``201`` with a *ready* model or dataset, or a
 4xx problem with nothing left behind. Validation takes seconds (the validator imports torch), well within a
 request. The resource then behaves like any other: it is produced by a job (kind ``upload_model`` /
 ``upload_dataset``, already ``succeeded``), its files are artifacts, audits and deletion work unchanged.
