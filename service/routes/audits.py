@@ -107,6 +107,7 @@ def audited_models(session, body: AuditCreate, owner: str) -> tuple[list[Model],
     responses=CREATE_RESPONSES,
     response_model=AuditRead,
     summary="Audit a model or an ensemble",
+    operation_id="createAudit",
 )
 async def create_audit(
     body: AuditCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
@@ -170,7 +171,9 @@ async def create_audit(
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 
 
-@router.get("", response_model=Page[AuditRead], summary="List audits, newest first")
+@router.get(
+    "", response_model=Page[AuditRead], summary="List audits, newest first", operation_id="listAudits"
+)
 async def list_audits(
     request: Request,
     principal: CurrentPrincipal,

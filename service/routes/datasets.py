@@ -34,6 +34,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROBLEM_R
     responses=CREATE_RESPONSES,
     response_model=DatasetRead,
     summary="Generate a dataset",
+    operation_id="createDataset",
 )
 async def create_dataset(
     body: DatasetCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
@@ -65,7 +66,9 @@ async def create_dataset(
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 
 
-@router.get("", response_model=Page[DatasetRead], summary="List datasets, newest first")
+@router.get(
+    "", response_model=Page[DatasetRead], summary="List datasets, newest first", operation_id="listDatasets"
+)
 async def list_datasets(
     request: Request,
     principal: CurrentPrincipal,

@@ -40,7 +40,7 @@ KEEPALIVE_SECONDS = 15.0
 _EVENT_FIELDS = ("state", "progress", "stage", "detail", "attempt", "error", "updated_at")
 
 
-@router.get("", response_model=Page[JobRead], summary="List jobs, newest first")
+@router.get("", response_model=Page[JobRead], summary="List jobs, newest first", operation_id="listJobs")
 async def list_jobs(
     request: Request,
     principal: CurrentPrincipal,
@@ -78,7 +78,12 @@ def _read_job(conn: Connection, principal: Principal, job_id: str) -> JobRead:
     return JobRead.model_validate(row._mapping)
 
 
-@router.get("/{job_id}", response_model=JobRead, summary="Get a job (optionally wait for it to finish)")
+@router.get(
+    "/{job_id}",
+    response_model=JobRead,
+    summary="Get a job (optionally wait for it to finish)",
+    operation_id="getJob",
+)
 async def get_job(
     job_id: str,
     principal: CurrentPrincipal,
@@ -100,6 +105,7 @@ async def get_job(
     status_code=202,
     response_model=JobRead,
     summary="Cancel a job",
+    operation_id="cancelJob",
     responses={409: problem("The job already succeeded or failed (problem+json)."), **BODY_RESPONSES},
 )
 def cancel(job_id: str, principal: CurrentPrincipal, db: DB):
@@ -160,6 +166,7 @@ async def job_event_stream(
 @router.get(
     "/{job_id}/events",
     summary="Follow a job's progress (Server-Sent Events)",
+    operation_id="streamJobEvents",
     response_class=StreamingResponse,
     responses={
         200: {

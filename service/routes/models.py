@@ -75,6 +75,7 @@ def check_adversarial(body: ModelCreate, num_classes: int | None) -> None:
     responses=CREATE_RESPONSES,
     response_model=ModelRead,
     summary="Train a model",
+    operation_id="createModel",
 )
 async def create_model(
     body: ModelCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
@@ -123,7 +124,9 @@ async def create_model(
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 
 
-@router.get("", response_model=Page[ModelRead], summary="List models, newest first")
+@router.get(
+    "", response_model=Page[ModelRead], summary="List models, newest first", operation_id="listModels"
+)
 async def list_models(
     request: Request,
     principal: CurrentPrincipal,
