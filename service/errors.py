@@ -11,6 +11,7 @@ a bare 500 (the traceback goes to the server log, never to the client).
 
 from __future__ import annotations
 
+import copy
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -27,6 +28,32 @@ log = logging.getLogger("sbaudit.api")
 PROBLEM_JSON = "application/problem+json"
 _DISCRIMINATORS = ("type", "name")
 DATABASE_RETRY_AFTER_SECONDS = 5
+
+# The body of every problem, as Problem.body writes it; problems may carry more members (``field``,
+# ``checks``, ...). Published once, as the component ``Problem`` that every error response refers to (see
+# ``document``), so generated clients share one error type.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details: the body of every error response.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:sbaudit:problem:<slug>, or about:blank."},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "What went wrong, for a human."},
+        "instance": {"type": "string", "description": "The request path."},
+        "errors": {
+            "type": "array",
+            "description": "Validation problems: one entry per invalid field.",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+PROBLEM_SCHEMA_REF = {"$ref": "#/components/schemas/Problem"}
 
 
 class Problem(Exception):
@@ -160,7 +187,31 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
+def document(app: FastAPI) -> None:
+    """Add ``PROBLEM_SCHEMA`` to the app's OpenAPI document as ``components/schemas/Problem``.
+
+    Error responses are declared with ``PROBLEM_SCHEMA_REF`` (service/routes/common.py ``problem``). FastAPI
+    registers components only for pydantic models, and would declare a model given as a response's
+    ``model`` under application/json, not application/problem+json; so the component is added to the
+    generated document here (FastAPI's documented way to extend it: replace ``app.openapi``), once, when the
+    document is first built.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            components = build().setdefault("components", {})
+            schemas = {**components.get("schemas", {}), "Problem": copy.deepcopy(PROBLEM_SCHEMA)}
+            components["schemas"] = dict(sorted(schemas.items()))  # in order, as FastAPI lists them
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    """Answer every error as problem+json, and publish the ``Problem`` schema those answers follow."""
+    document(app)
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc, request)

@@ -20,6 +20,7 @@ log = logging.getLogger("sbaudit.api")
     "/{artifact_id}",
     response_class=FileResponse,
     summary="Download an artifact",
+    operation_id="downloadArtifact",
     responses={
         200: {
             # The type each artifact was stored with (ArtifactRead.content_type): these are the ones jobs write.

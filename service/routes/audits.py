@@ -23,8 +23,15 @@ from service.routes.common import (
     settings_of,
 )
 from service.routes.resource_items import add_item_routes
-from service.schemas.audits import BINARY_LOSSES, OPTION_MODELS, AuditCreate, AuditRead, UAPOptions
-from service.schemas.common import Page, ResourceStatus
+from service.schemas.audits import (
+    BINARY_LOSSES,
+    OPTION_MODELS,
+    AuditCreate,
+    AuditPage,
+    AuditRead,
+    UAPOptions,
+)
+from service.schemas.common import ResourceStatus
 from service.submission import submit
 from service.views import audit_read, audits_of_model, ensemble_size_of
 
@@ -107,6 +114,7 @@ def audited_models(session, body: AuditCreate, owner: str) -> tuple[list[Model],
     responses=CREATE_RESPONSES,
     response_model=AuditRead,
     summary="Audit a model or an ensemble",
+    operation_id="createAudit",
 )
 async def create_audit(
     body: AuditCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
@@ -170,7 +178,7 @@ async def create_audit(
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 
 
-@router.get("", response_model=Page[AuditRead], summary="List audits, newest first")
+@router.get("", response_model=AuditPage, summary="List audits, newest first", operation_id="listAudits")
 async def list_audits(
     request: Request,
     principal: CurrentPrincipal,
@@ -188,7 +196,7 @@ async def list_audits(
     page = await resource_page(
         request, db, Audit, audit_read, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
     )
-    return model_response(Page[AuditRead](**page))
+    return model_response(AuditPage(**page))
 
 
 add_item_routes(router, table=Audit, kind="audit", read_model=AuditRead, read=audit_read)

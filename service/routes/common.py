@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from service.db import Database
-from service.errors import Problem, not_found
+from service.errors import PROBLEM_JSON, PROBLEM_SCHEMA_REF, Problem, not_found
 from service.ids import looks_like
 from service.pagination import paginate
 from service.settings import Settings
@@ -29,35 +29,13 @@ Limit = Annotated[
 ]
 Cursor = Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page.")]
 
-# RFC 9457 problem details, as service/errors.py writes them (inline: FastAPI registers no component for
-# a schema that no pydantic model declares). Problems may carry more members (``field``, ``checks``, ...).
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
-        "type": {"type": "string", "description": "urn:sbaudit:problem:<slug>, or about:blank."},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string", "description": "What went wrong, for a human."},
-        "instance": {"type": "string", "description": "The request path."},
-        "errors": {
-            "type": "array",
-            "description": "Validation problems: one entry per invalid field.",
-            "items": {
-                "type": "object",
-                "required": ["field", "message"],
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
-
 
 def problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An OpenAPI response entry for a problem+json answer."""
+    """An OpenAPI response entry for a problem+json answer: the shared ``Problem`` schema, so a generated
+    client has one error type rather than one per operation and status."""
     out: dict[str, Any] = {
         "description": description,
-        "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+        "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA_REF}},
     }
     if headers:
         out["headers"] = headers

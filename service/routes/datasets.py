@@ -20,8 +20,8 @@ from service.routes.common import (
     settings_of,
 )
 from service.routes.resource_items import add_item_routes
-from service.schemas.common import Page, ResourceStatus
-from service.schemas.datasets import DatasetCreate, DatasetRead
+from service.schemas.common import ResourceStatus
+from service.schemas.datasets import DatasetCreate, DatasetPage, DatasetRead
 from service.submission import submit
 from service.views import dataset_read
 
@@ -34,6 +34,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROBLEM_R
     responses=CREATE_RESPONSES,
     response_model=DatasetRead,
     summary="Generate a dataset",
+    operation_id="createDataset",
 )
 async def create_dataset(
     body: DatasetCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
@@ -65,7 +66,9 @@ async def create_dataset(
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 
 
-@router.get("", response_model=Page[DatasetRead], summary="List datasets, newest first")
+@router.get(
+    "", response_model=DatasetPage, summary="List datasets, newest first", operation_id="listDatasets"
+)
 async def list_datasets(
     request: Request,
     principal: CurrentPrincipal,
@@ -78,7 +81,7 @@ async def list_datasets(
     page = await resource_page(
         request, db, Dataset, dataset_read, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
     )
-    return model_response(Page[DatasetRead](**page))
+    return model_response(DatasetPage(**page))
 
 
 add_item_routes(router, table=Dataset, kind="dataset", read_model=DatasetRead, read=dataset_read)

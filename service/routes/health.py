@@ -14,7 +14,7 @@ from service.routes.common import problem
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers", operation_id="getHealth")
 async def healthz():
     return {"status": "ok"}
 
@@ -42,6 +42,7 @@ def _check_broker(url: str) -> str | None:
 @router.get(
     "/readyz",
     summary="Readiness: database (and broker, when configured) reachable",
+    operation_id="getReadiness",
     responses={503: problem("Something is unreachable; `checks` says what (problem+json).")},
 )
 async def readyz(request: Request):
@@ -66,6 +67,7 @@ async def readyz(request: Request):
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
+    operation_id="getMetrics",
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}, "description": "The Prometheus text format."}},
 )

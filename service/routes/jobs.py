@@ -27,8 +27,8 @@ from service.routes.common import (
     problem,
     settings_of,
 )
-from service.schemas.common import JobState, Page
-from service.schemas.jobs import JobRead
+from service.schemas.common import JobState
+from service.schemas.jobs import JobPage, JobRead
 from service.views import job_read
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
@@ -40,7 +40,7 @@ KEEPALIVE_SECONDS = 15.0
 _EVENT_FIELDS = ("state", "progress", "stage", "detail", "attempt", "error", "updated_at")
 
 
-@router.get("", response_model=Page[JobRead], summary="List jobs, newest first")
+@router.get("", response_model=JobPage, summary="List jobs, newest first", operation_id="listJobs")
 async def list_jobs(
     request: Request,
     principal: CurrentPrincipal,
@@ -61,7 +61,7 @@ async def list_jobs(
     rows, next_cursor, _ = await owned_page(
         request, db, Job, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
     )
-    return model_response(Page[JobRead](data=[job_read(r) for r in rows], next_cursor=next_cursor))
+    return model_response(JobPage(data=[job_read(r) for r in rows], next_cursor=next_cursor))
 
 
 # Built once: constructing the statement cost a third of the request's CPU (BENCHMARKS.md).
@@ -78,7 +78,12 @@ def _read_job(conn: Connection, principal: Principal, job_id: str) -> JobRead:
     return JobRead.model_validate(row._mapping)
 
 
-@router.get("/{job_id}", response_model=JobRead, summary="Get a job (optionally wait for it to finish)")
+@router.get(
+    "/{job_id}",
+    response_model=JobRead,
+    summary="Get a job (optionally wait for it to finish)",
+    operation_id="getJob",
+)
 async def get_job(
     job_id: str,
     principal: CurrentPrincipal,
@@ -100,6 +105,7 @@ async def get_job(
     status_code=202,
     response_model=JobRead,
     summary="Cancel a job",
+    operation_id="cancelJob",
     responses={409: problem("The job already succeeded or failed (problem+json)."), **BODY_RESPONSES},
 )
 def cancel(job_id: str, principal: CurrentPrincipal, db: DB):
@@ -160,6 +166,7 @@ async def job_event_stream(
 @router.get(
     "/{job_id}/events",
     summary="Follow a job's progress (Server-Sent Events)",
+    operation_id="streamJobEvents",
     response_class=StreamingResponse,
     responses={
         200: {

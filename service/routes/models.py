@@ -26,8 +26,8 @@ from service.routes.common import (
 )
 from service.routes.resource_items import add_item_routes
 from service.schemas.audits import BINARY_LOSSES
-from service.schemas.common import Page, ResourceStatus
-from service.schemas.models import VISION_ARCHITECTURES, ModelCreate, ModelRead
+from service.schemas.common import ResourceStatus
+from service.schemas.models import VISION_ARCHITECTURES, ModelCreate, ModelPage, ModelRead
 from service.submission import submit
 from service.views import model_read, stored_training
 
@@ -75,6 +75,7 @@ def check_adversarial(body: ModelCreate, num_classes: int | None) -> None:
     responses=CREATE_RESPONSES,
     response_model=ModelRead,
     summary="Train a model",
+    operation_id="createModel",
 )
 async def create_model(
     body: ModelCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
@@ -123,7 +124,7 @@ async def create_model(
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 
 
-@router.get("", response_model=Page[ModelRead], summary="List models, newest first")
+@router.get("", response_model=ModelPage, summary="List models, newest first", operation_id="listModels")
 async def list_models(
     request: Request,
     principal: CurrentPrincipal,
@@ -141,7 +142,7 @@ async def list_models(
     page = await resource_page(
         request, db, Model, model_read, owner=principal.owner, limit=limit, cursor=cursor, filters=filters
     )
-    return model_response(Page[ModelRead](**page))
+    return model_response(ModelPage(**page))
 
 
 add_item_routes(router, table=Model, kind="model", read_model=ModelRead, read=model_read)

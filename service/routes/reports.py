@@ -57,6 +57,7 @@ def _report(request: Request, db, principal: Principal, audit_id: str, *, embed:
     "/{audit_id}/report",
     response_class=HTMLResponse,
     summary="The audit report (one self-contained HTML page)",
+    operation_id="getAuditReportHtml",
     responses={200: {"content": {"text/html": {}}, "description": "The report, plots embedded."}},
 )
 def audit_report(
@@ -83,7 +84,12 @@ def audit_report(
     )
 
 
-@router.get("/{audit_id}/report.json", response_model=ReportRead, summary="The audit report, for machines")
+@router.get(
+    "/{audit_id}/report.json",
+    response_model=ReportRead,
+    summary="The audit report, for machines",
+    operation_id="getAuditReport",
+)
 def audit_report_json(audit_id: str, request: Request, principal: CurrentPrincipal, db: DB):
     """The report's content: the audit, dataset and model, the verdict, the results, the figures (with
     captions and download URLs), the environment and the request bodies that reproduce it."""

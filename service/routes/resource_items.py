@@ -20,7 +20,13 @@ def add_item_routes(router: APIRouter, *, table: Any, kind: str, read_model: typ
     param = f"{kind}_id"
     ResourceId = Annotated[str, Path(alias=param, description=f"The {kind}'s id.")]
 
-    @router.get(f"/{{{param}}}", response_model=read_model, summary=f"Get a {kind}", name=f"get_{kind}")
+    @router.get(
+        f"/{{{param}}}",
+        response_model=read_model,
+        summary=f"Get a {kind}",
+        name=f"get_{kind}",
+        operation_id=f"get{kind.capitalize()}",
+    )
     def get_item(resource_id: ResourceId, principal: CurrentPrincipal, db: DB):
         with db.read_session() as session:
             row = get_owned(session, table, kind, owner=principal.owner, resource_id=resource_id)
@@ -31,6 +37,7 @@ def add_item_routes(router: APIRouter, *, table: Any, kind: str, read_model: typ
         status_code=204,
         summary=f"Delete a {kind} and its artifacts",
         name=f"delete_{kind}",
+        operation_id=f"delete{kind.capitalize()}",
         responses={409: problem("Its job is still running, or other resources use it (problem+json).")},
     )
     def delete_item(resource_id: ResourceId, request: Request, principal: CurrentPrincipal, db: DB):

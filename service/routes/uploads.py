@@ -361,6 +361,7 @@ async def _receive_and_store(request: Request, principal, text_fields, store):
     response_model=ModelRead,
     tags=["models"],
     summary="Upload a checkpoint (multipart)",
+    operation_id="uploadModel",
     responses=_MODEL_UPLOAD_RESPONSES,
     openapi_extra=_MODEL_FORM,
 )
@@ -475,6 +476,7 @@ def _record_dataset(
     response_model=DatasetRead,
     tags=["datasets"],
     summary="Upload evaluation data with declared feature blocks (multipart)",
+    operation_id="uploadDataset",
     responses=_UPLOAD_RESPONSES,
     openapi_extra=_DATASET_FORM,
 )

@@ -12,7 +12,12 @@ from service.schemas.usage import ResourceCounts, UsageRead
 router = APIRouter(prefix="/v1/usage", tags=["usage"], responses=PROBLEM_RESPONSES)
 
 
-@router.get("", response_model=UsageRead, summary="Your storage use, quota and resource counts")
+@router.get(
+    "",
+    response_model=UsageRead,
+    summary="Your storage use, quota and resource counts",
+    operation_id="getUsage",
+)
 def read_usage(request: Request, principal: CurrentPrincipal, db: DB):
     limit = settings_of(request).owner_quota_bytes
     with db.read_session() as session:

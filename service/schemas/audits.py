@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from service.schemas.common import Name, ResourceRead, Seed, StrictModel
+from service.schemas.common import Name, Page, ResourceRead, Seed, StrictModel
 
 CheckName = Literal["randomization", "feature_dependence", "generalization", "pgd", "uap", "ensemble"]
 AUDIT_CHECKS: tuple[str, ...] = typing.get_args(CheckName)
@@ -168,3 +168,7 @@ class AuditRead(ResourceRead):
     environment: dict[str, str] | None = Field(
         default=None, description="Versions and device the audit ran with (sbaudit, torch, python, device)."
     )
+
+
+class AuditPage(Page[AuditRead]):
+    """A page of audits, newest first."""

@@ -50,6 +50,10 @@ class ResourceRead(ReadModel):
 
 
 class Page(BaseModel, Generic[T]):
+    """A page of a listing, newest first. Routes answer a named subclass (``DatasetPage``, ...): pydantic
+    names the schema of a bare ``Page[DatasetRead]`` ``Page_DatasetRead_``, which generated clients carry
+    as an awkward type name."""
+
     data: list[T]
     next_cursor: str | None = Field(
         description="Pass as ?cursor= to get the next page; null on the last page."

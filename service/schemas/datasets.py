@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from service.schemas.common import Name, ReadModel, ResourceRead, Seed, StrictModel
+from service.schemas.common import Name, Page, ReadModel, ResourceRead, Seed, StrictModel
 
 SyntheticPreset = Literal[
     "LMS-5", "LMS-7", "MS-(5,7)", "MS-5", "MS-7", "noisy-LMS-5", "noisy-LMS-7", "AdvMS-(5,7)"
@@ -175,3 +175,7 @@ class DatasetRead(ResourceRead):
     sizes: dict[str, int] | None = None
     rotated: bool | None = None
     seed: int | None = None
+
+
+class DatasetPage(Page[DatasetRead]):
+    """A page of datasets, newest first."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, computed_field
 
-from service.schemas.common import JobState, ReadModel
+from service.schemas.common import JobState, Page, ReadModel
 
 
 class JobRead(ReadModel):
@@ -44,3 +44,7 @@ class JobRead(ReadModel):
         started = self.started_at if self.started_at.tzinfo else self.started_at.replace(tzinfo=UTC)
         elapsed = max(0.0, (datetime.now(UTC) - started).total_seconds())
         return elapsed * (1 - progress) / progress
+
+
+class JobPage(Page[JobRead]):
+    """A page of jobs, newest first."""

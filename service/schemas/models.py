@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from service.schemas.common import Name, ResourceRead, Seed, StrictModel
+from service.schemas.common import Name, Page, ResourceRead, Seed, StrictModel
 
 VisionName = Literal[
     "resnet18", "resnet34", "resnet50", "mobilenet_v2", "densenet121", "googlenet",
@@ -170,3 +170,7 @@ class ModelRead(ResourceRead):
         default=None,
         description="updates, epochs, seconds, stopped_because, selected_step (ensembles: also members).",
     )
+
+
+class ModelPage(Page[ModelRead]):
+    """A page of models, newest first."""
