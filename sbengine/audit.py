@@ -1,14 +1,11 @@
-"""An audit: several checks on one trained model (or ensemble) and one dataset, and a verdict (docs/api.md).
+"""An audit: several checks on one trained model (or ensemble) and one dataset, and a verdict.
 
-Checks and their options (every option has the paper's default; ``eps`` and ``step_size`` of PGD are
-fractions of the data range when ``relative`` is true, as nb06's "0.5·drange"):
-
-- ``randomization``: S/S^c-randomized AUC, accuracy, logit shift, histograms (repeats, split).
-- ``feature_dependence``: random and swap dependence per block (and per coordinate for small inputs).
-- ``generalization``: accuracy against the Bayes accuracy of S alone and S^c alone.
-- ``pgd``: instance-wise PGD, accuracy under attack and the share of the perturbation on each block.
-- ``uap``: a universal adversarial perturbation fitted on ``fit_split`` and evaluated on ``split``.
-- ``ensemble``: every member's reliance next to the ensemble's (needs ``members``).
+The checks are the registry's (``sbengine.checks.CHECKS``: randomization, feature_dependence,
+generalization, pgd, uap, ensemble); each check's module says what it measures and which options it takes,
+every option with the paper's default. This module only merges the options, runs the requested checks in
+the order asked, scales their progress into one bar, and reads the verdict off the randomization metrics
+(``sbengine.metrics.verdict``), which it computes without figures when the randomization check was not
+requested. ``audit_figures`` and ``report_sections`` turn a result into what the worker stores.
 """
 
 from __future__ import annotations
@@ -17,21 +14,11 @@ from typing import Any
 
 import torch
 
-from sbengine.boundary import decision_slice
+from sbengine.checks import CHECKS, CheckContext
 from sbengine.data.dataset import Dataset
 from sbengine.device import cpu_threads_for, resolve_device
-from sbengine.metrics import feature_dependence, randomization, verdict
+from sbengine.metrics import randomization, verdict
 from sbengine.progress import Progress, ProgressCallback
-
-AUDIT_CHECKS = ("randomization", "feature_dependence", "generalization", "pgd", "uap", "ensemble")
-
-DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
-    "pgd": {"norm": "l2", "eps": 0.5, "step_size": 0.05, "steps": 20, "relative": True, "restarts": 1,
-            "loss": "untargeted", "rand_eps": 0.0},
-    "uap": {"method": "sgd", "norm": "l2", "eps": 1.0, "label_signed": True, "step_size": 0.05, "steps": 30,
-            "epochs": 2, "fit_split": "val"},
-    "feature_dependence": {"methods": ["random", "swap"], "sample_fraction": 1.0},
-}
 
 
 def check_options(checks: list[str], options: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
@@ -42,7 +29,7 @@ def check_options(checks: list[str], options: dict[str, dict[str, Any]] | None) 
         raise ValueError(f"options given for check {unknown_checks[0]!r}, which is not requested")
     merged = {}
     for check in checks:
-        defaults = DEFAULT_OPTIONS.get(check, {})
+        defaults = CHECKS[check].defaults() if check in CHECKS else {}
         given = options.get(check, {})
         if not isinstance(given, dict):
             raise ValueError(f"options.{check} must be an object")
@@ -69,13 +56,15 @@ def run_audit(
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Run ``checks`` and return ``{"verdict", "verdict_code", "results": {check: ...}}`` (JSON-able)."""
-    unknown = [c for c in checks if c not in AUDIT_CHECKS]
+    unknown = [c for c in checks if c not in CHECKS]
     if unknown or not checks:
         problem = f"unknown audit check {unknown[0]!r}" if unknown else "an audit needs at least one check"
-        raise ValueError(f"{problem} (choose from: {', '.join(AUDIT_CHECKS)})")
+        raise ValueError(f"{problem} (choose from: {', '.join(CHECKS)})")
     checks = list(dict.fromkeys(checks))
-    if "ensemble" in checks and not members:
-        raise ValueError("the ensemble check needs an ensemble model (ensemble_size > 1 or several model ids)")
+    needs_members = [c for c in checks if CHECKS[c].needs_members]
+    if needs_members and not members:
+        raise ValueError(f"the {needs_members[0]} check needs an ensemble model (ensemble_size > 1 or several "
+                         "model ids)")
     opts = check_options(checks, options)
     dataset.split(split)
     device = resolve_device(device)
@@ -88,7 +77,6 @@ def run_audit(
 def _run_audit(model, dataset, *, checks, opts, simple_blocks, split, repeats, seed, device, members,
                progress) -> dict[str, Any]:
     simple = list(dataset.simple_blocks if simple_blocks is None else simple_blocks)
-    common = {"seed": seed, "device": device}
     results: dict[str, Any] = {}
 
     def staged(index: int) -> ProgressCallback | None:
@@ -101,58 +89,33 @@ def _run_audit(model, dataset, *, checks, opts, simple_blocks, split, repeats, s
 
         return forward
 
-    for i, check in enumerate(checks):
-        o, cb = opts[check], staged(i)
-        if check == "randomization":
-            results[check] = randomization(model, dataset, simple_blocks=simple, split=split, repeats=repeats,
-                                           progress=cb, **common)
-            boundary = decision_slice(model, dataset, simple_blocks=simple, split=split, **common)
-            if boundary is not None:
-                results[check]["boundary"] = boundary
-        elif check == "feature_dependence":
-            results[check] = {
-                method: feature_dependence(model, dataset, method=method, split=split, progress=cb,
-                                           sample_fraction=o["sample_fraction"], **common)
-                for method in o["methods"]
-            }
-        elif check == "generalization":
-            from sbengine.generalization import generalization_check
-
-            results[check] = generalization_check(model, dataset, simple_blocks=simple, split=split, device=device)
-        elif check == "pgd":
-            from sbengine.attacks import pgd_audit
-
-            results[check] = pgd_audit(model, dataset, _pgd_config(dataset, o), split=split,
-                                       simple_blocks=simple, progress=cb, **common)
-        elif check == "uap":
-            from sbengine.uap import uap_audit
-
-            o = dict(o)
-            results[check] = uap_audit(model, dataset, method=o.pop("method"), norm=o.pop("norm"), eps=o.pop("eps"),
-                                       label_signed=o.pop("label_signed"), fit_split=o.pop("fit_split"),
-                                       eval_split=split, simple_blocks=simple, progress=cb, **o, **common)
-        elif check == "ensemble":
-            from sbengine.ensemble import ensemble_audit_summary
-
-            results[check] = ensemble_audit_summary(model, members, dataset, simple_blocks=simple, repeats=repeats,
-                                                    **common)
+    for i, name in enumerate(checks):
+        context = CheckContext(model=model, dataset=dataset, simple_blocks=simple, split=split, repeats=repeats,
+                               seed=seed, device=device, options=opts[name], members=members,
+                               progress=staged(i))
+        results[name] = CHECKS[name].run(context)
+    # The verdict is defined on the randomization metrics: reuse them when that check ran.
     rand = results.get("randomization")
     if rand is None:
-        rand = randomization(model, dataset, simple_blocks=simple, split=split, repeats=repeats, **common)
+        rand = randomization(model, dataset, simple_blocks=simple, split=split, repeats=repeats, seed=seed,
+                             device=device)
     v = verdict(rand, dataset)
     return {"verdict": v["text"], "verdict_code": v["code"], "simple_blocks": simple, "seed": seed,
             "split": split, "results": results}
 
 
-def _pgd_config(dataset: Dataset, o: dict[str, Any]):
-    from sbengine.attacks import PGDConfig, data_bounds, relative_to_range
+def audit_figures(audit: dict[str, Any], dataset: Dataset) -> dict[str, bytes]:
+    """Every figure the checks of an audit result draw, by artifact name (``<name>.png``). A check missing
+    from the registry (a result stored by another version) or with an empty result draws nothing."""
+    out: dict[str, bytes] = {}
+    for name, result in audit["results"].items():
+        if name in CHECKS and result:
+            out.update(CHECKS[name].figures(result, dataset))
+    return out
 
-    o = dict(o)
-    relative = o.pop("relative")
-    if not isinstance(relative, bool):
-        raise ValueError("options.pgd.relative must be true or false")
-    scale = relative_to_range(dataset, 1.0) if relative else 1.0
-    if not all(isinstance(o[k], int | float) and not isinstance(o[k], bool) for k in ("eps", "step_size")):
-        raise ValueError("options.pgd.eps and options.pgd.step_size must be numbers")
-    bounds = data_bounds(dataset) if dataset.rotation is None and dataset.spec.get("kind") != "synthetic" else None
-    return PGDConfig.from_dict({**o, "eps": o["eps"] * scale, "step_size": o["step_size"] * scale, "bounds": bounds})
+
+def report_sections(audit: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report section of every check of an audit result, in the order the checks ran (JSON; the worker
+    stores them so the service renders reports without the engine). Pass the stored, strict-JSON form of
+    the result so the sections say what a later reader of the stored results would see."""
+    return [CHECKS[name].report_section(result) for name, result in audit["results"].items() if name in CHECKS]

@@ -5,7 +5,7 @@ coordinates are random. Uniform noise in every other coordinate puts most points
 each grid point borrows the remaining coordinates from a random evaluation example instead: the picture then
 answers "for realistic inputs, does the prediction change along this S coordinate, this S^c one, or both?".
 A simplicity-biased model draws a boundary that is vertical in the S coordinate and ignores the S^c axis.
-The result is JSON-able (plotted by sbengine.plots.decision_boundary without the model).
+The result is JSON-able (plotted by sbengine.checks.randomization.decision_boundary without the model).
 """
 
 from __future__ import annotations

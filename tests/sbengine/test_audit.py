@@ -2,10 +2,9 @@
 
 import pytest
 
-from sbengine.audit import check_options, run_audit
+from sbengine.audit import audit_figures, check_options, run_audit
 from sbengine.data import build_dataset
 from sbengine.ensemble import Ensemble, train_ensemble
-from sbengine.plots import audit_figures
 from sbengine.train import TrainConfig
 
 CONFIG = TrainConfig.from_dict({"lr": 0.1, "eval_every": 200, "stop": {"train_accuracy": 1.0, "max_updates": 2000}})

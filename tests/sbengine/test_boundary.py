@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sbengine.boundary import decision_slice, slice_coordinates
+from sbengine.checks.randomization import decision_boundary
 from sbengine.data import build_dataset
-from sbengine.plots import decision_boundary
 
 
 @pytest.fixture(scope="module")

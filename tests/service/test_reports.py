@@ -39,10 +39,10 @@ def engine_run() -> dict[str, Any]:
     """What the worker would store for a dataset, a trained model and a finished audit (JSON + PNGs)."""
     import torch
 
-    from sbengine.audit import run_audit
+    from sbengine.audit import audit_figures, run_audit
     from sbengine.data import build_dataset
     from sbengine.models import build_model
-    from sbengine.plots import audit_figures, training_curves
+    from sbengine.plots import training_curves
     from sbengine.train import TrainConfig, train
     from worker.handlers.dataset import bayes_summary
     from worker.runner import jsonable

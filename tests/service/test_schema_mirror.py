@@ -94,11 +94,11 @@ def test_training_config_fields_and_defaults():
 
 
 def test_audit_checks():
-    from sbengine.audit import AUDIT_CHECKS
+    from sbengine.checks import CHECKS
 
     assert set(typing.get_args(audits.CheckName)) == set(audits.AUDIT_CHECKS)
-    assert set(audits.AUDIT_CHECKS) <= set(AUDIT_CHECKS)
-    assert set(AUDIT_CHECKS) - set(audits.AUDIT_CHECKS) <= CHECKS_LATER
+    assert set(audits.AUDIT_CHECKS) <= set(CHECKS)
+    assert set(CHECKS) - set(audits.AUDIT_CHECKS) <= CHECKS_LATER
 
 
 def _within(field, low=None, high=None) -> None:
@@ -112,13 +112,15 @@ def _within(field, low=None, high=None) -> None:
 
 def test_audit_options_fields_defaults_and_ranges():
     from sbengine.attacks import LOSSES, MAX_RESTARTS, MAX_STEPS, NORMS
-    from sbengine.audit import DEFAULT_OPTIONS
+    from sbengine.checks import CHECKS
     from sbengine.metrics import DEPENDENCE_METHODS
     from sbengine.uap import MAX_EPOCHS, METHODS
 
-    assert set(audits.OPTION_MODELS) == set(DEFAULT_OPTIONS)
-    assert set(audits.AuditOptions.model_fields) == set(DEFAULT_OPTIONS)
-    for check, defaults in DEFAULT_OPTIONS.items():
+    # Every check of the registry that takes options has its options model, with the same names and defaults.
+    engine_defaults = {name: check.defaults() for name, check in CHECKS.items() if check.options}
+    assert set(audits.OPTION_MODELS) == set(engine_defaults)
+    assert set(audits.AuditOptions.model_fields) == set(engine_defaults)
+    for check, defaults in engine_defaults.items():
         schema = audits.OPTION_MODELS[check]
         assert set(schema.model_fields) == set(defaults), check
         assert schema().model_dump() == defaults, check
@@ -136,7 +138,8 @@ def test_audit_options_fields_defaults_and_ranges():
 
 
 def test_audit_requests_the_api_accepts_run_in_the_engine():
-    from sbengine.audit import _pgd_config, check_options
+    from sbengine.audit import check_options
+    from sbengine.checks.pgd import pgd_config
     from sbengine.data import build_dataset
 
     request = audits.AuditCreate.model_validate(
@@ -148,7 +151,7 @@ def test_audit_requests_the_api_accepts_run_in_the_engine():
     merged = check_options(list(request.checks), options)
     assert {k: v for k, v in merged.items() if v} == options
     ds = build_dataset({"preset": "LMS-5", "n_train": 20, "n_val": 10, "n_test": 10})
-    assert _pgd_config(ds, merged["pgd"]).norm == "linf"
+    assert pgd_config(ds, merged["pgd"]).norm == "linf"
 
 
 def test_adversarial_training_and_ensembles():

@@ -17,9 +17,8 @@ AUDIT_PARAMS = ("checks", "options", "split", "repeats", "seed", "model_ids", "e
 
 
 def run_audit_job(ctx: JobContext) -> HandlerResult:
-    from sbengine.audit import run_audit
+    from sbengine.audit import audit_figures, run_audit
     from sbengine.device import resolve_device
-    from sbengine.plots import audit_figures
 
     params = ctx.params
     model, members = _audited_network(ctx)
