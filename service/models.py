@@ -147,6 +147,8 @@ class Audit(_Resource, Base):
     verdict: Mapped[str | None] = mapped_column(Text)
     verdict_code: Mapped[str | None] = mapped_column(String(40))
     results: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # One report section per check (sbengine/checks/base.py), stored by the worker; NULL before revision 0006.
+    sections: Mapped[list[Any] | None] = mapped_column(JSONType)
 
 
 class Artifact(Base):

@@ -125,6 +125,7 @@ def audit_read(row: Audit, artifacts: list[ArtifactRead]) -> AuditRead:
         verdict=row.verdict,
         verdict_code=row.verdict_code,
         results=row.results,
+        sections=row.sections,
         environment=params.get("environment"),
     )
 

@@ -165,6 +165,11 @@ class AuditRead(ResourceRead):
     verdict: str | None = None
     verdict_code: str | None = None
     results: dict[str, Any] | None = None
+    sections: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="One report section per check, in the order they ran: title, summary, tables of "
+        "formatted cells, the figures to show with their captions (null for audits stored before sections).",
+    )
     environment: dict[str, str] | None = Field(
         default=None, description="Versions and device the audit ran with (sbaudit, torch, python, device)."
     )

@@ -63,6 +63,9 @@ def test_pgd_uap_and_generalization_audit_with_figures(client, auth, make):
                             "options": FAST_OPTIONS, "repeats": 2})  # fmt: skip
     results = audit["results"]
     assert set(results) == {"randomization", "generalization", "pgd", "uap"}
+    # Each check's report section is stored with the results, in the order the checks ran.
+    assert [s["check"] for s in audit["sections"]] == list(results)
+    assert {f["name"] for s in audit["sections"] for f in s["figures"]} == set(_pngs(client, auth, audit))
     assert {"accuracy", "bayes_accuracy_s", "bayes_accuracy_sc", "suboptimal"} <= set(
         results["generalization"]
     )

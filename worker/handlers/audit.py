@@ -1,5 +1,8 @@
 """run_audit: load the model (or build the ensemble) and the dataset, run the requested checks, keep the
-verdict, and store the results and every figure they support as artifacts.
+verdict, and store the results, each check's report section and every figure they support as artifacts.
+
+The sections (sbengine.checks.base describes them) are stored on the audit row next to the results: the
+service renders a report from them without importing the engine, so a new check needs no service change.
 
 The audited network is an ``sbengine.ensemble.Ensemble`` when the model was trained with ensemble_size > 1
 (its members) or when the audit names several ``model_ids`` (one member each); the ensemble check then
@@ -17,7 +20,7 @@ AUDIT_PARAMS = ("checks", "options", "split", "repeats", "seed", "model_ids", "e
 
 
 def run_audit_job(ctx: JobContext) -> HandlerResult:
-    from sbengine.audit import audit_figures, run_audit
+    from sbengine.audit import audit_figures, report_sections, run_audit
     from sbengine.device import resolve_device
 
     params = ctx.params
@@ -56,6 +59,7 @@ def run_audit_job(ctx: JobContext) -> HandlerResult:
             "verdict": out["verdict"],
             "verdict_code": out.get("verdict_code"),
             "results": out["results"],
+            "sections": report_sections(out),
             "params": audit_params,
         },
     )
