@@ -1,9 +1,9 @@
 """Everything one audit report shows, gathered once for the HTML page and for report.json.
 
 ``gather`` loads the audit (owner-scoped: another owner's audit is a 404, as GET /v1/audits/{id}), its
-dataset, its model and their artifacts, reads the figures (embedding them only for the HTML page) and writes
-the reproduce commands. It runs in a worker thread (the report routes are plain ``def``): reading PNGs from
-the store is blocking file I/O.
+dataset, its model and their artifacts, reads each check's section and the figures (embedding them only for
+the HTML page; titles, captions and order come from the sections) and writes the reproduce commands. It runs
+in a worker thread (the report routes are plain ``def``): reading PNGs from the store is blocking file I/O.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.models import Audit, Dataset, Model
-from service.reports import reproduce
+from service.reports import legacy, reproduce
 from service.reports.figures import EmbedBudget, Figure, figure_artifacts, load_figure
-from service.reports.sections import Section, num, sections
+from service.reports.sections import Section, figure_captions, num, sections
 from service.routes.common import get_owned
 from service.schemas.reports import FigureRead, ReportRead, ReproduceRead
 from service.storage import ArtifactStore
@@ -102,9 +102,9 @@ def gather(
     artifacts = artifacts_by_resource(session, [r.id for r in (audit, dataset, model) if r is not None])
     budget = EmbedBudget() if embed else None
     finished = audit.status == "ready"
-    figures = (
-        [load_figure(store, a, budget) for a in figure_artifacts(artifacts[audit.id])] if finished else []
-    )
+    check_sections, captions = check_parts(audit) if finished else ([], {})
+    pngs = figure_artifacts(artifacts[audit.id], list(captions)) if finished else []
+    figures = [load_figure(store, a, budget, captions) for a in pngs]
     curves = next((a for a in artifacts[model.id] if a.kind == "training_curves"), None) if model else None
     training_curves = load_figure(store, curves, budget) if curves is not None and finished else None
     label = verdict_label(audit)
@@ -126,9 +126,15 @@ def gather(
             **reproduce.commands(base_url=base_url, dataset=dataset, model=model, audit=audit)
         ),
     )
-    return Report(
-        audit, dataset, model, read, figures, training_curves, sections(audit.results if finished else None)
-    )
+    return Report(audit, dataset, model, read, figures, training_curves, check_sections)
+
+
+def check_parts(audit: Audit) -> tuple[list[Section], dict[str, tuple[str, str]]]:
+    """The checks' sections and their figures' (title, caption) in reading order: from the sections the
+    worker stored, or, for an audit finished before it stored any, from legacy.py."""
+    if audit.sections is None:
+        return legacy.sections(audit.results), dict(legacy.CAPTIONS)
+    return sections(audit.results, audit.sections), figure_captions(audit.sections)
 
 
 def block_rows(description: dict[str, Any], simple_blocks: list[int]) -> list[list[str]]:

@@ -20,64 +20,17 @@ PNG = "image/png"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_EMBEDDED_BYTES = 12 * 1024 * 1024
 
-# How to read each figure the worker draws (sbengine.plots.audit_figures), in the order a reader wants them.
+# The model's figure (drawn by the training job, not by a check). Each check's figures come with their title
+# and caption in the section the worker stored for it (sections.figure_captions).
+TRAINING_CURVES = "training_curves"
 CAPTIONS: dict[str, tuple[str, str]] = {
-    "logit_histograms": (
-        "Logits under randomization",
-        "Density of logit₁ − logit₀ over the positive examples: standard (filled), S-randomized (red) and "
-        "S^c-randomized (blue). Under simplicity bias the S-randomized histogram collapses across zero while "
-        "the S^c-randomized one matches the standard: the model reads its decision off S alone.",
-    ),
-    "decision_boundary": (
-        "Decision boundary: S against S^c",
-        "Predicted class while one S coordinate and one S^c coordinate sweep a grid (the other coordinates "
-        "come from real examples), data points on top. A boundary that only moves along the S axis means "
-        "the model ignores the S^c coordinate.",
-    ),
-    "dependence_random": (
-        "Feature dependence (random permutation)",
-        "Accuracy after permuting each block (and each coordinate, for small inputs) across examples. A low "
-        "bar marks a group the model depends on; under simplicity bias only S's bars drop, to chance.",
-    ),
-    "dependence_swap": (
-        "Feature dependence (class swap)",
-        "Accuracy after giving each example the group's values from an example of another class. A bar "
-        "near zero means that group alone decides the prediction; bars that stay high are ignored groups.",
-    ),
-    "pgd_heatmap": (
-        "PGD perturbations in canonical coordinates",
-        "One row per example: its PGD perturbation, scaled to its largest entry (red positive, blue "
-        "negative); vertical lines separate blocks. A simplicity-biased model is attacked through S: the "
-        "mass sits in S's columns.",
-    ),
-    "pgd_block_share": (
-        "Share of the PGD perturbation per block",
-        "Mean share of the perturbation's ℓ2 norm on each block. Mass concentrated on S says the cheapest "
-        "way to flip the model goes through the simple features.",
-    ),
-    "uap_vector": (
-        "Universal adversarial perturbation",
-        "The one perturbation added to every example, in canonical coordinates, scaled to its largest entry. "
-        "A UAP that lives on S alone shows that one direction in S flips most predictions.",
-    ),
-    "uap_block_share": (
-        "Share of the UAP per block",
-        "Share of the universal perturbation's ℓ2 norm on each block. Under simplicity bias nearly all of "
-        "it lies on S.",
-    ),
-    "ensemble_members": (
-        "Members against the ensemble",
-        "Test accuracy and S-/S^c-randomized AUC of every member and of the ensemble. If the ensemble's "
-        "S-randomized AUC sits at chance like its members', ensembling did not remove the simplicity bias.",
-    ),
-    "training_curves": (
+    TRAINING_CURVES: (
         "Training curves",
         "Accuracy on the training and validation splits over updates (robust and S-/S^c-randomized accuracy "
         "too for adversarial training). Simplicity bias appears as validation accuracy that plateaus at "
         "what S alone allows.",
     ),
 }
-ORDER = list(CAPTIONS)
 
 
 @dataclass
@@ -92,21 +45,20 @@ class Figure:
     note: str | None = None
 
 
-def describe(name: str) -> tuple[str, str]:
-    """Title and caption of a figure; figures this version does not know get a plain title."""
+def describe(name: str, captions: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    """Title and caption of a figure; figures nobody described get a plain title."""
+    if name in captions:
+        return captions[name]
     if name in CAPTIONS:
         return CAPTIONS[name]
-    if name.startswith("dependence_"):
-        method = name.removeprefix("dependence_")
-        return (f"Feature dependence ({method})", CAPTIONS["dependence_random"][1])
     return (name.replace("_", " ").capitalize(), "")
 
 
-def figure_artifacts(artifacts: list[ArtifactRead]) -> list[ArtifactRead]:
-    """The PNG artifacts, known figures first in reading order, then any others by name."""
+def figure_artifacts(artifacts: list[ArtifactRead], order: list[str]) -> list[ArtifactRead]:
+    """The PNG artifacts, those named in ``order`` first in that order, then any others by name."""
     pngs = [a for a in artifacts if a.content_type == PNG]
-    rank = {name: i for i, name in enumerate(ORDER)}
-    return sorted(pngs, key=lambda a: (rank.get(a.kind, len(ORDER)), a.kind))
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(pngs, key=lambda a: (rank.get(a.kind, len(order)), a.kind))
 
 
 class EmbedBudget:
@@ -116,10 +68,15 @@ class EmbedBudget:
         self.left = limit
 
 
-def load_figure(store: ArtifactStore, artifact: ArtifactRead, budget: EmbedBudget | None) -> Figure:
+def load_figure(
+    store: ArtifactStore,
+    artifact: ArtifactRead,
+    budget: EmbedBudget | None,
+    captions: dict[str, tuple[str, str]] | None = None,
+) -> Figure:
     """The figure with its data URI, or with a note saying why it is not embedded (``budget`` None: the
-    caller only wants the listing, as report.json does)."""
-    title, caption = describe(artifact.kind)
+    caller only wants the listing, as report.json does). ``captions``: title and caption by figure name."""
+    title, caption = describe(artifact.kind, captions or {})
     figure = Figure(artifact.kind, title, caption, artifact.id, artifact.url, artifact.size)
     if budget is None:
         return figure

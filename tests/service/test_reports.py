@@ -39,7 +39,7 @@ def engine_run() -> dict[str, Any]:
     """What the worker would store for a dataset, a trained model and a finished audit (JSON + PNGs)."""
     import torch
 
-    from sbengine.audit import audit_figures, run_audit
+    from sbengine.audit import audit_figures, report_sections, run_audit
     from sbengine.data import build_dataset
     from sbengine.models import build_model
     from sbengine.plots import training_curves
@@ -63,6 +63,7 @@ def engine_run() -> dict[str, Any]:
         "model_result": jsonable(trained),
         "curves": training_curves(history),
         "audit": jsonable(raw),
+        "sections": report_sections(jsonable(raw)),
         "figures": audit_figures(raw, dataset),
         "options": body.resolved_options(),
     }
@@ -78,10 +79,17 @@ def _artifact(store, owner: str, resource_id: str, kind: str, data: bytes, conte
 
 @pytest.fixture
 def stored(app, db, engine_run):
-    """``stored(owner=..., status=..., name=...) -> ids``: rows and artifacts as the worker leaves them."""
+    """``stored(owner=..., status=..., name=...) -> ids``: rows and artifacts as the worker leaves them
+    (``legacy=True``: as it left them before it stored report sections)."""
     store = app.state.store
 
-    def make(owner: str = "alice", status: str = "ready", name: str | None = EVIL, error: str | None = None):
+    def make(
+        owner: str = "alice",
+        status: str = "ready",
+        name: str | None = EVIL,
+        error: str | None = None,
+        legacy: bool = False,
+    ):
         run = engine_run
         dataset = Dataset(id=new_id("dataset"), owner=owner, name=name, status="ready", job_id=new_id("job"),
                           spec=SPEC, description=run["description"])  # fmt: skip
@@ -99,6 +107,7 @@ def stored(app, db, engine_run):
         if status == "ready":
             audit.verdict, audit.verdict_code = run["audit"]["verdict"], run["audit"]["verdict_code"]
             audit.results = run["audit"]["results"]
+            audit.sections = None if legacy else run["sections"]
             rows += [
                 _artifact(store, owner, audit.id, k, png, "image/png") for k, png in run["figures"].items()
             ]
@@ -309,8 +318,25 @@ def test_another_owners_job_page_is_not_found(client, db, stored):
     assert ids["audit"] not in client.get("/ui").text
 
 
-def test_results_the_report_cannot_tabulate_are_shown_raw(client, auth, db, stored):
+def test_results_without_a_readable_section_are_shown_raw(client, auth, db, stored):
     ids = stored()
+    odd = {"randomization": {"auc": 0.5}, "future_check": {"x": EVIL}, "pgd": {"accuracy": 0.25}}
+    broken = [{"check": "randomization", "title": "S / S^c randomization", "tables": [{"rows": 3}]},
+              {"check": "pgd", "title": f"PGD {EVIL}", "summary": None, "tables": [], "figures": "none"}]  # fmt: skip
+    with db.write_session() as session:
+        audit = session.get(Audit, ids["audit"])
+        audit.results, audit.sections = odd, broken
+    response = client.get(f"/v1/audits/{ids['audit']}/report", headers=auth)
+    assert response.status_code == 200, response.text
+    page = response.text
+    # No section for future_check, an unreadable one for randomization: their raw results; pgd's is read.
+    assert "Future check" in page and "Randomization" in page and page.count("The raw results of this check") == 2
+    assert f"<h3>PGD {ESCAPED_EVIL}</h3>" in page and EVIL not in page
+    assert client.get(f"/v1/audits/{ids['audit']}/report.json", headers=auth).json()["results"] == odd
+
+
+def test_legacy_results_the_report_cannot_tabulate_are_shown_raw(client, auth, db, stored):
+    ids = stored(legacy=True)
     odd = {"randomization": {"auc": "not a number", "s_randomized_auc": [1, 2]}, "future_check": {"x": EVIL}}
     with db.write_session() as session:
         session.get(Audit, ids["audit"]).results = odd
@@ -319,6 +345,42 @@ def test_results_the_report_cannot_tabulate_are_shown_raw(client, auth, db, stor
     assert "Future check" in response.text and "The raw results of this check" in response.text
     assert EVIL not in response.text
     assert client.get(f"/v1/audits/{ids['audit']}/report.json", headers=auth).json()["results"] == odd
+
+
+def _checks_and_figures(page: str) -> str:
+    return page[page.index('<h2 id="checks">') : page.index('<h2 id="training">')]
+
+
+def test_an_audit_stored_before_sections_reads_like_a_new_one(client, auth, stored, engine_run):
+    """service/reports/legacy.py tabulates old audits (no stored sections) exactly as the engine's check
+    modules do: same tables, same figures in the same order with the same titles and captions."""
+    new, old = stored(), stored(legacy=True)
+    pages = [client.get(f"/v1/audits/{ids['audit']}/report", headers=auth).text for ids in (new, old)]
+    assert _checks_and_figures(pages[0]) == _checks_and_figures(pages[1])
+    assert "<h3>Universal adversarial perturbation</h3>" in pages[0]
+    reports = [client.get(f"/v1/audits/{ids['audit']}/report.json", headers=auth).json() for ids in (new, old)]
+    assert [f["title"] for f in reports[0]["figures"]] == [f["title"] for f in reports[1]["figures"]]
+    assert [f["caption"] for f in reports[0]["figures"]] == [f["caption"] for f in reports[1]["figures"]]
+    assert reports[0]["audit"]["sections"] == engine_run["sections"] and reports[1]["audit"]["sections"] is None
+
+
+def test_legacy_tables_match_the_engine_sections_for_every_check(engine_run):
+    """The same check for all six checks, including the ensemble (not in the stored run) and empty results."""
+    from sbengine.checks import CHECKS
+    from service.reports import legacy
+    from service.reports.sections import read_section
+
+    member = {"test_accuracy": 0.99, "s_randomized_auc": {"mean": 0.5, "std": 0.01},
+              "sc_randomized_auc": {"mean": 1.0, "std": 0.0}, "verdict_code": "exclusively_s"}  # fmt: skip
+    results = {**engine_run["audit"]["results"],
+               "ensemble": {"members": [member, member], "ensemble": member, "summary": "as its members"}}  # fmt: skip
+    assert set(results) == set(legacy.BUILDERS) == set(CHECKS)
+    for check, result in results.items():
+        for value in (result, {} if check != "feature_dependence" else {"random": []}):
+            engine = CHECKS[check].report_section(value)
+            assert read_section(engine) == legacy.BUILDERS[check](value), check
+            for f in engine["figures"]:
+                assert legacy.CAPTIONS[f["name"]] == (f["title"], f["caption"]), f["name"]
 
 
 def test_a_browser_with_a_stale_cookie_is_sent_to_log_in_again(client, stored):
