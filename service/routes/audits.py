@@ -23,14 +23,7 @@ from service.routes.common import (
     settings_of,
 )
 from service.routes.resource_items import add_item_routes
-from service.schemas.audits import (
-    BINARY_LOSSES,
-    OPTION_MODELS,
-    AuditCreate,
-    AuditPage,
-    AuditRead,
-    UAPOptions,
-)
+from service.schemas.audits import NEEDS_ENSEMBLE, OPTION_MODELS, AuditCreate, AuditPage, AuditRead
 from service.schemas.common import ResourceStatus
 from service.submission import submit
 from service.views import audit_read, audits_of_model, ensemble_size_of
@@ -60,14 +53,9 @@ def check_inputs(body: AuditCreate, model: Model, description: dict) -> None:
     sizes = description.get("sizes") or {}
     if body.split not in sizes:
         raise field_error("body.split", f"the dataset has no {body.split!r} split")
-    fit_split = (body.options.uap or UAPOptions()).fit_split
-    if "uap" in body.checks and fit_split not in sizes:
-        raise field_error("body.options.uap.fit_split", f"the dataset has no {fit_split!r} split")
-    pgd = body.options.pgd
-    if pgd is not None and pgd.loss in BINARY_LOSSES and classes not in (None, 2):
-        raise field_error(
-            "body.options.pgd.loss", f"{pgd.loss!r} needs a two-class dataset; this one has {classes} classes"
-        )
+    for check, options in body.requested_options().items():
+        for option, message in options.dataset_problems(sizes=sizes, num_classes=classes):
+            raise field_error(f"body.options.{check}.{option}", message)
 
 
 def check_options(body: AuditCreate) -> None:
@@ -127,10 +115,12 @@ async def create_audit(
         models, ensemble_size = audited_models(session, body, principal.owner)
         model = models[0]
         if ensemble_size == 1:
-            if "ensemble" in body.checks:
+            needing = [check for check in body.checks if check in NEEDS_ENSEMBLE]
+            if needing:
                 raise field_error(
                     "body.checks",
-                    "the ensemble check needs an ensemble: a model trained with ensemble_size > 1, or model_ids",
+                    f"the {needing[0]} check needs an ensemble: a model trained with ensemble_size > 1, "
+                    "or model_ids",
                 )
             if body.combine is not None:
                 raise field_error("body.combine", "applies only to ensembles")

@@ -1,8 +1,11 @@
 """Audit requests: which checks to run on which model (or ensemble), against which dataset, with which S.
 
-Check names, per-check options, their defaults and ranges mirror sbengine/audit.py (``AUDIT_CHECKS``,
-``DEFAULT_OPTIONS``) and sbengine/attacks.py / sbengine/uap.py; tests/service/test_schema_mirror.py keeps
-them in step. Step counts and epochs are capped below the engine's own limits: those caps are what one
+This module is each check's schema entry: its name in ``CheckName``, its options model (in ``AuditOptions``
+and ``OPTION_MODELS``; a check without options has none), what the options need from the dataset
+(``CheckOptions.dataset_problems``), and whether it needs an ensemble (``NEEDS_ENSEMBLE``). They mirror the
+engine's check registry (sbengine/checks/: names, option defaults, ``needs_members``) and the limits of
+sbengine/attacks.py / sbengine/uap.py, which the API cannot import; tests/service/test_schema_mirror.py keeps
+the two in step. Step counts and epochs are capped below the engine's own limits: those caps are what one
 request may cost a worker.
 """
 
@@ -17,6 +20,8 @@ from service.schemas.common import Name, Page, ResourceRead, Seed, StrictModel
 
 CheckName = Literal["randomization", "feature_dependence", "generalization", "pgd", "uap", "ensemble"]
 AUDIT_CHECKS: tuple[str, ...] = typing.get_args(CheckName)
+# Checks that compare an ensemble with its members (the engine's ``Check.needs_members``).
+NEEDS_ENSEMBLE: frozenset[str] = frozenset({"ensemble"})
 Norm = Literal["l2", "linf"]
 # sbengine.attacks.LOSSES without "targeted", which needs target labels an audit does not have.
 PGDLoss = Literal["untargeted", "random_targeted", "plusone_targeted", "binary_targeted", "binary_hybrid"]
@@ -34,7 +39,15 @@ def _unique(value: list[Any] | None) -> list[Any] | None:
     return value
 
 
-class PGDOptions(StrictModel):
+class CheckOptions(StrictModel):
+    """The options of one check. ``dataset_problems`` says what the dataset lacks for them, as
+    ``(option, message)`` pairs (the route answers 422 naming ``body.options.<check>.<option>``)."""
+
+    def dataset_problems(self, *, sizes: dict[str, Any], num_classes: int | None) -> list[tuple[str, str]]:
+        return []
+
+
+class PGDOptions(CheckOptions):
     """Instance-wise PGD on every point of ``split`` (docs/method.md §7.1)."""
 
     norm: Norm = "l2"
@@ -50,8 +63,13 @@ class PGDOptions(StrictModel):
     loss: PGDLoss = "untargeted"
     rand_eps: float = Field(default=0.0, ge=0, description="Size of the random start (absolute).")
 
+    def dataset_problems(self, *, sizes: dict[str, Any], num_classes: int | None) -> list[tuple[str, str]]:
+        if self.loss in BINARY_LOSSES and num_classes not in (None, 2):
+            return [("loss", f"{self.loss!r} needs a two-class dataset; this one has {num_classes} classes")]
+        return []
 
-class UAPOptions(StrictModel):
+
+class UAPOptions(CheckOptions):
     """A universal adversarial perturbation fitted on ``fit_split``, evaluated on the audit's ``split``."""
 
     method: Literal["sgd", "svd"] = "sgd"
@@ -63,11 +81,16 @@ class UAPOptions(StrictModel):
     epochs: int = Field(default=2, ge=1, le=100, description="Passes over fit_split of the SGD method.")
     fit_split: SplitName = "val"
 
+    def dataset_problems(self, *, sizes: dict[str, Any], num_classes: int | None) -> list[tuple[str, str]]:
+        if self.fit_split not in sizes:
+            return [("fit_split", f"the dataset has no {self.fit_split!r} split")]
+        return []
+
 
 DependenceMethod = Literal["random", "swap"]
 
 
-class FeatureDependenceOptions(StrictModel):
+class FeatureDependenceOptions(CheckOptions):
     methods: list[DependenceMethod] = Field(default_factory=lambda: ["random", "swap"], min_length=1)
     sample_fraction: float = Field(default=1.0, gt=0, le=1, description="Share of the split's rows used.")
 
@@ -85,7 +108,7 @@ class AuditOptions(StrictModel):
     feature_dependence: FeatureDependenceOptions | None = None
 
 
-OPTION_MODELS: dict[str, type[StrictModel]] = {
+OPTION_MODELS: dict[str, type[CheckOptions]] = {
     "pgd": PGDOptions,
     "uap": UAPOptions,
     "feature_dependence": FeatureDependenceOptions,
@@ -138,14 +161,17 @@ class AuditCreate(StrictModel):
             raise ValueError("give exactly one of 'model_id' or 'model_ids'")
         return self
 
+    def requested_options(self) -> dict[str, CheckOptions]:
+        """Every requested check that takes options, as given or with its defaults."""
+        return {
+            check: getattr(self.options, check) or OPTION_MODELS[check]()
+            for check in self.checks
+            if check in OPTION_MODELS
+        }
+
     def resolved_options(self) -> dict[str, dict[str, Any]]:
         """Every requested check that takes options, with all of them filled in (what the engine runs)."""
-        out = {}
-        for check in self.checks:
-            if check in OPTION_MODELS:
-                given = getattr(self.options, check)
-                out[check] = (given or OPTION_MODELS[check]()).model_dump(mode="json")
-        return out
+        return {check: options.model_dump(mode="json") for check, options in self.requested_options().items()}
 
 
 class AuditRead(ResourceRead):

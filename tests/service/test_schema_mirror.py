@@ -99,6 +99,7 @@ def test_audit_checks():
     assert set(typing.get_args(audits.CheckName)) == set(audits.AUDIT_CHECKS)
     assert set(audits.AUDIT_CHECKS) <= set(CHECKS)
     assert set(CHECKS) - set(audits.AUDIT_CHECKS) <= CHECKS_LATER
+    assert {name for name, check in CHECKS.items() if check.needs_members} == audits.NEEDS_ENSEMBLE
 
 
 def _within(field, low=None, high=None) -> None:
