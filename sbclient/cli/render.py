@@ -226,7 +226,12 @@ def _cell(column: str, value: Any) -> str:
 
 
 def audit_view(audit: Mapping[str, Any]) -> RenderableType:
-    """The verdict in plain words, then a table of the key numbers of each check."""
+    """The verdict in plain words, then a table of the key numbers of each check.
+
+    The checks below with a view of their own show a terminal-sized digest (the lowest feature-dependence
+    rows, no per-coordinate tables); any other check is shown from the report section the server stored
+    for it (``section_view``), so a check added to the engine needs no change here.
+    """
     models = ", ".join(audit.get("model_ids") or [audit.get("model_id", "?")])
     header = Text(f"audit {audit['id']} ({audit.get('status')}) of {models} on {audit.get('dataset_id')}")
     parts: list[RenderableType] = [header]
@@ -238,7 +243,28 @@ def audit_view(audit: Mapping[str, Any]) -> RenderableType:
     for check, view in CHECK_VIEWS.items():
         if isinstance(results.get(check), Mapping):
             parts.extend(view(results[check]))
+    for stored in audit.get("sections") or []:
+        name = stored.get("check") if isinstance(stored, Mapping) else None
+        if name in results and name not in CHECK_VIEWS:
+            parts.extend(section_view(stored))
     return Group(*parts)
+
+
+def section_view(section: Mapping[str, Any]) -> list[RenderableType]:
+    """A stored report section (title, summary, tables of formatted cells) as titled tables."""
+    out: list[RenderableType] = [Text(str(section.get("title") or section.get("check")), style="bold")]
+    if section.get("summary"):
+        out.append(Text(str(section["summary"])))
+    for stored in section.get("tables") or []:
+        if not isinstance(stored, Mapping):
+            continue
+        table = Table()
+        for column in stored.get("columns") or []:
+            table.add_column(str(column))
+        for row in stored.get("rows") or []:
+            table.add_row(*(str(cell) for cell in row))
+        out.append(_titled(str(stored["caption"]), table) if stored.get("caption") else table)
+    return out
 
 
 def _randomization(r: Mapping[str, Any]) -> list[RenderableType]:
