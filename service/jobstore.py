@@ -56,6 +56,7 @@ def create_job(
     resource_id: str,
     params: dict[str, Any],
     max_attempts: int,
+    estimate: dict[str, Any] | None = None,
 ) -> Job:
     now = utcnow()
     job = Job(
@@ -66,6 +67,7 @@ def create_job(
         resource_type=resource_type,
         resource_id=resource_id,
         params=params,
+        estimate=estimate,
         progress=0.0,
         attempt=1,
         max_attempts=max_attempts,

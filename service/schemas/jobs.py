@@ -22,6 +22,11 @@ class JobRead(ReadModel):
     detail: dict[str, Any] | None = Field(
         default=None, description="Latest progress event: step, total, metrics."
     )
+    estimate: dict[str, Any] | None = Field(
+        default=None,
+        description="The job's estimated peak memory (memory_bytes) and work, from the request, checked "
+        "against the server's limits before it was queued.",
+    )
     attempt: int = Field(description="1 on the first run; +1 each time a lost worker's job is re-queued.")
     max_attempts: int
     error: str | None
