@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 
 # Embedded mode: SQLite + local executor in ./sbaudit-data, http://127.0.0.1:8000. Prints the admin key on first start.
@@ -29,6 +30,7 @@ fuzz: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m mypy
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -274,10 +274,14 @@ class Client:
 
     def _create(self, path: str, body: Mapping[str, Any], idempotency_key: str | None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        return self._request("POST", path, json=dict(body), headers=headers, retry=True).json()
+        created: dict[str, Any] = self._request(
+            "POST", path, json=dict(body), headers=headers, retry=True
+        ).json()
+        return created
 
     def _get_json(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        return self._request("GET", path, retry=True, **kwargs).json()
+        document: dict[str, Any] = self._request("GET", path, retry=True, **kwargs).json()
+        return document
 
     def _items(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         query = {k: v for k, v in params.items() if v is not None}

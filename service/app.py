@@ -8,7 +8,7 @@ small and starts fast, and tests/service/test_no_torch.py keeps it that way.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -42,7 +42,7 @@ def create_app(
     executor = executor or NoExecutor()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor.start()
         try:
             yield

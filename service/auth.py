@@ -158,7 +158,8 @@ _NO_MISS = object()
 
 
 def get_db(request: Request) -> Database:
-    return request.app.state.db
+    db: Database = request.app.state.db
+    return db
 
 
 async def require_principal(
@@ -210,7 +211,8 @@ CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
 async def _request_db(request: Request) -> Database:
     """``get_db`` as a coroutine: FastAPI runs plain ``def`` dependencies in its thread pool, a thread hop
     per request for a mere attribute read."""
-    return request.app.state.db
+    db: Database = request.app.state.db
+    return db
 
 
 DB = Annotated[Database, Depends(_request_db)]

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import json
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from service.errors import PROBLEM_JSON
 
 _METHODS = {"POST", "PUT", "PATCH"}
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app, max_bytes: int, stream_paths: tuple[str, ...] = ()) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, stream_paths: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.stream_paths = frozenset(p.rstrip("/") for p in stream_paths)
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _METHODS:
             await self.app(scope, receive, send)
             return
@@ -57,7 +59,7 @@ class BodyLimitMiddleware:
             scope, _replay({"type": "http.request", "body": bytes(body), "more_body": False}), send
         )
 
-    async def _reject(self, scope, send) -> None:
+    async def _reject(self, scope: Scope, send: Send) -> None:
         problem = {
             "type": "urn:sbaudit:problem:too-large",
             "title": "Content Too Large",
@@ -80,10 +82,10 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _replay(first_message):
+def _replay(first_message: Message) -> Receive:
     sent = False
 
-    async def receive():
+    async def receive() -> Message:
         nonlocal sent
         if not sent:
             sent = True

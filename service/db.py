@@ -39,15 +39,15 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
-from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from service.group_commit import GroupCommit
 
@@ -81,7 +81,7 @@ def make_engine(url: str, *, pooled: bool = True, checkpoint_on_commit: bool = T
     """An engine for ``url``. ``pooled=False`` (workers) opens a connection per session, so no connection
     is ever inherited across a fork. ``checkpoint_on_commit=False`` (SQLite): leave the WAL to a
     :class:`WalCheckpointer`."""
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     if not pooled:
         kwargs["poolclass"] = NullPool
     if url.startswith("sqlite"):
@@ -100,7 +100,7 @@ def _configure_sqlite(engine: Engine, *, checkpoint_on_commit: bool) -> None:
     writer = _WRITER_LOCKS[engine] = threading.Lock()
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001 - DBAPI types
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own transaction handling is buggy).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -113,7 +113,7 @@ def _configure_sqlite(engine: Engine, *, checkpoint_on_commit: bool) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
+    def _on_begin(conn: Connection) -> None:
         options = conn.get_execution_options()
         if not options.get(_IMMEDIATE, False):
             conn.exec_driver_sql("BEGIN")
@@ -122,7 +122,7 @@ def _configure_sqlite(engine: Engine, *, checkpoint_on_commit: bool) -> None:
         else:
             _begin_waiting(conn)
 
-    def _take_writer_lock(conn, *, wait: bool) -> bool:  # noqa: ANN001
+    def _take_writer_lock(conn: Connection, *, wait: bool) -> bool:
         if conn.info.get(_HOLDS_WRITE_LOCK):  # a second transaction on the same checkout keeps it
             return True
         taken = writer.acquire(timeout=_BUSY_TIMEOUT_SECONDS) if wait else writer.acquire(blocking=False)
@@ -131,7 +131,7 @@ def _configure_sqlite(engine: Engine, *, checkpoint_on_commit: bool) -> None:
         conn.info[_HOLDS_WRITE_LOCK] = True
         return True
 
-    def _begin_waiting(conn) -> None:  # noqa: ANN001
+    def _begin_waiting(conn: Connection) -> None:
         if not _take_writer_lock(conn, wait=True):
             raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
         try:
@@ -140,13 +140,13 @@ def _configure_sqlite(engine: Engine, *, checkpoint_on_commit: bool) -> None:
             _release(conn.info)
             raise
 
-    def _begin_without_waiting(conn) -> None:  # noqa: ANN001
+    def _begin_without_waiting(conn: Connection) -> None:
         if not _take_writer_lock(conn, wait=False):
             raise WriterBusy
         # The raw DB-API connection: these run on every POST, and SQLAlchemy's statement path costs more than
         # SQLite does here. A job process's transactions take a millisecond or two: waiting that long is
         # cheaper than coming back after every other request on the event loop has had its turn.
-        dbapi = conn.connection.dbapi_connection
+        dbapi = cast(sqlite3.Connection, conn.connection.dbapi_connection)  # pysqlite's, and checked out
         dbapi.execute(f"PRAGMA busy_timeout={_LOOP_WAIT_MILLISECONDS}")
         try:
             dbapi.execute("BEGIN IMMEDIATE")
@@ -156,16 +156,18 @@ def _configure_sqlite(engine: Engine, *, checkpoint_on_commit: bool) -> None:
         finally:
             dbapi.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_SECONDS * 1000}")
 
-    def _release(info: dict) -> None:
+    def _release(info: dict[Any, Any]) -> None:
         if info.pop(_HOLDS_WRITE_LOCK, False):
             writer.release()
 
     @event.listens_for(engine, "checkin")
-    def _on_checkin(_dbapi_conn, record):  # noqa: ANN001
+    def _on_checkin(_dbapi_conn: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
         _release(record.info)
 
     @event.listens_for(engine, "invalidate")
-    def _on_invalidate(_dbapi_conn, record, _exception):  # noqa: ANN001
+    def _on_invalidate(
+        _dbapi_conn: sqlite3.Connection, record: ConnectionPoolEntry, _exception: BaseException | None
+    ) -> None:
         _release(record.info)
 
 
@@ -181,6 +183,8 @@ class WalCheckpointer:
     """
 
     def __init__(self, engine: Engine, interval: float = 0.2) -> None:
+        if engine.url.database is None:  # sqlite:// in memory: no file to checkpoint
+            raise ValueError("a WAL checkpointer needs an SQLite database file")
         self.path, self.interval = engine.url.database, interval
         self.writer = _WRITER_LOCKS[engine]
         self._stop = threading.Event()
@@ -235,8 +239,12 @@ class Database:
     write_nowait: sessionmaker[Session]
     pid: int
     checkpointer: WalCheckpointer | None = None
-    _group_commits: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
-    _async_engines: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+    _group_commits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommit] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+    _async_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncEngines] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
 
     @classmethod
     def connect(cls, url: str, *, pooled: bool = True, background_checkpoints: bool = False) -> Database:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import GenerativeSelect, delete, exists, select
+from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.errors import Problem
-from service.models import Artifact, Audit, Model
+from service.models import Artifact, Audit, Dataset, Model
 from service.storage import ArtifactStore
 from service.views import audits_of_model
 
@@ -25,7 +27,8 @@ log = logging.getLogger("sbaudit.api")
 BLOB_GRACE_SECONDS = 600.0
 
 
-def _dependents(session, kind: str, resource_id: str) -> list[str]:
+def _dependents(session: Session, kind: str, resource_id: str) -> list[str]:
+    query: GenerativeSelect  # a SELECT or a UNION of two
     if kind == "dataset":
         query = (
             select(Model.id)
@@ -39,7 +42,9 @@ def _dependents(session, kind: str, resource_id: str) -> list[str]:
     return list(session.scalars(query.limit(11)))
 
 
-def delete_resource(db: Database, store: ArtifactStore, row_loader, *, kind: str) -> None:
+def delete_resource(
+    db: Database, store: ArtifactStore, row_loader: Callable[[Session], Dataset | Model | Audit], *, kind: str
+) -> None:
     """``row_loader(session)`` returns the caller's (owner-checked) row inside the delete transaction."""
     with db.write_session() as session:
         row = row_loader(session)

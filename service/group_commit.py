@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -37,6 +37,8 @@ from sqlalchemy.orm import Session
 # waiting to record its progress waits that long) for a gain that has flattened out by then.
 MAX_BATCH = 32
 
+T = TypeVar("T")
+
 # Runs apply(session) in a write transaction: commits when it returns, rolls back when it raises.
 Transaction = Callable[[Callable[[Session], list[Any]]], Awaitable[list[Any]]]
 
@@ -44,7 +46,7 @@ Transaction = Callable[[Callable[[Session], list[Any]]], Awaitable[list[Any]]]
 @dataclass(eq=False)
 class _Write:
     fn: Callable[[Session], Any]
-    future: asyncio.Future
+    future: asyncio.Future[Any]
 
 
 class _WriteFailed(Exception):
@@ -95,15 +97,16 @@ class GroupCommit:
     def __init__(self, transaction: Transaction, max_batch: int = MAX_BATCH) -> None:
         self._transaction, self._max_batch = transaction, max_batch
         self._pending: deque[_Write] = deque()
-        self._drainer: asyncio.Task | None = None
+        self._drainer: asyncio.Task[None] | None = None
 
-    async def run(self, fn: Callable[[Session], Any]) -> Any:
+    async def run(self, fn: Callable[[Session], T]) -> T:
         loop = asyncio.get_running_loop()
         write = _Write(fn, loop.create_future())
         self._pending.append(write)
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain())
-        return await write.future
+        result: T = await write.future  # fn's own result (_settle)
+        return result
 
     async def _drain(self) -> None:
         try:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db import Database
@@ -117,6 +117,11 @@ def cancel_job(db: Database, *, owner: str, job_id: str) -> Job | None:
 # --- worker side ------------------------------------------------------------------------------------
 
 
+def _rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE matched (Session.execute is typed as returning rows; an UPDATE's is a cursor's)."""
+    return cast("CursorResult[Any]", result).rowcount
+
+
 def claim_job(db: Database, *, job_id: str, worker_id: str, lease_seconds: float) -> Job | None:
     """Compare-and-set ``queued -> running``. None when another worker won or the job is not queued."""
     now = utcnow()
@@ -133,9 +138,9 @@ def claim_job(db: Database, *, job_id: str, worker_id: str, lease_seconds: float
                 error=None,
             )
         )
-        if result.rowcount != 1:
+        if _rowcount(result) != 1:
             return None
-        job = session.get(Job, job_id)
+        job = session.get_one(Job, job_id)  # the row the UPDATE above matched
         set_resource_status(session, job, RUNNING)
         return job
 
@@ -166,7 +171,7 @@ def renew_lease(
             .where(Job.id == job_id, Job.worker_id == worker_id, Job.state.in_(ACTIVE_STATES))
             .values(**values)
         )
-        if result.rowcount != 1:
+        if _rowcount(result) != 1:
             return None
         return session.scalar(select(Job.state).where(Job.id == job_id))
 
@@ -284,8 +289,9 @@ def reap_expired(
                 )
             if job.state in TERMINAL_STATES:
                 ended.append(job_id)
-    for job_id in ended if on_ended is not None else ():
-        on_ended(job_id)
+    if on_ended is not None:
+        for job_id in ended:
+            on_ended(job_id)
     return requeued
 
 

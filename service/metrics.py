@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.db import Database
 from service.jobstore import JOB_STATES
@@ -22,21 +25,20 @@ log = logging.getLogger("sbaudit.api")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
-class _JobStateCollector:
+class _JobStateCollector(Collector):
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily("sbaudit_jobs", "Jobs by state.", labels=["state"])
         counts = dict.fromkeys(JOB_STATES, 0)
         try:
             with self.db.read_session() as session:
-                counts.update(
-                    dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
-                )
+                rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+                counts.update({state: count for state, count in rows})
         except Exception:
             log.exception("could not count jobs for /metrics")
             return
@@ -64,18 +66,18 @@ class AppMetrics:
 
 
 class MetricsMiddleware:
-    def __init__(self, app, metrics: AppMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: AppMetrics) -> None:
         self.app = app
         self.metrics = metrics
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
         status = 500
 
-        async def send_wrapper(message):
+        async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

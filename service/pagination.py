@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Select, literal, tuple_
 from sqlalchemy.orm import Session
 
 from service.errors import field_error
@@ -31,20 +31,21 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise field_error("query.cursor", "not a cursor this API returned") from exc
 
 
-def page_query(query: Select, table: Any, *, limit: int, cursor: str | None) -> Select:
+def page_query(query: Select[Any], table: Any, *, limit: int, cursor: str | None) -> Select[Any]:
     """The SQL of one page (one row more than ``limit``, to know whether another page follows); the
     (owner, created_at, id) indices serve it without a sort (tests/service/test_query_plans.py)."""
     if cursor:
         created, row_id = decode_cursor(cursor)
         # A row-value comparison, not the equivalent OR of two conditions: PostgreSQL turns the OR into a
-        # bitmap scan plus a sort, the row value into one ordered index range scan.
-        query = query.where(tuple_(table.created_at, table.id) < tuple_(created, row_id))
+        # bitmap scan plus a sort, the row value into one ordered index range scan. (literal(): the bound
+        # parameters tuple_ makes of plain values, spelt out for the type checker.)
+        query = query.where(tuple_(table.created_at, table.id) < tuple_(literal(created), literal(row_id)))
     return query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
 
 
 def paginate(
-    session: Session, query: Select, table: Any, *, limit: int, cursor: str | None
-) -> tuple[list, str | None]:
+    session: Session, query: Select[Any], table: Any, *, limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
     """Rows of ``query`` (a select of ``table``) after ``cursor``, and the cursor of the next page."""
     rows = list(session.scalars(page_query(query, table, limit=limit, cursor=cursor)))
     if len(rows) <= limit:

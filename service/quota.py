@@ -103,8 +103,9 @@ class UsageGate:
         """507 when the owner is at or over ``quota`` (0: unlimited)."""
         if quota <= 0 or self._clear_until.get(owner, 0.0) > time.monotonic():
             return
-        used = room(session, owner, quota).used
-        if used < self.margin * quota:
+        current = room(session, owner, quota)
+        assert current is not None  # quota > 0
+        if current.used < self.margin * quota:
             with self._lock:
                 if len(self._clear_until) >= self.max_entries:
                     self._clear_until.clear()

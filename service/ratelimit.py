@@ -23,7 +23,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from service.errors import PROBLEM_JSON
+from service.settings import Settings
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 JOB_CREATING_PATHS = frozenset(
@@ -108,7 +111,7 @@ class RateLimitMiddleware:
 
     def __init__(
         self,
-        app,
+        app: ASGIApp,
         *,
         requests: Budget,
         jobs: Budget,
@@ -124,7 +127,7 @@ class RateLimitMiddleware:
             if budget.enabled
         ]
 
-    def _clients(self, scope) -> list[tuple[str, str]]:
+    def _clients(self, scope: Scope) -> list[tuple[str, str]]:
         """The buckets (id, who) a request is counted against."""
         client = scope.get("client")
         address = ("ip:" + (client[0] if client else "unknown"), "client")
@@ -135,7 +138,7 @@ class RateLimitMiddleware:
         key = ("key:" + key_hash, "key")
         return [key] if self.known_key(key_hash) else [key, address]
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.limits or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
@@ -161,7 +164,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
 
-        async def charge_on_success(message) -> None:
+        async def charge_on_success(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] < 400:
                 for buckets, client in deferred:
                     buckets.take(client)
@@ -176,7 +179,7 @@ def _describe(budget: Budget) -> str:
     return f"{rate:g} {budget.what}"
 
 
-async def _too_many(send, scope, budget: Budget, who: str, wait: float) -> None:
+async def _too_many(send: Send, scope: Scope, budget: Budget, who: str, wait: float) -> None:
     retry_after = max(1, math.ceil(wait))
     detail = f"rate limit of {_describe(budget)} for this {who} exceeded; retry after {retry_after} s"
     body = json.dumps(
@@ -202,7 +205,7 @@ async def _too_many(send, scope, budget: Budget, who: str, wait: float) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def budgets(settings) -> tuple[Budget, Budget]:
+def budgets(settings: Settings) -> tuple[Budget, Budget]:
     """The two budgets from Settings (the job budget is configured per minute)."""
     return (
         Budget(settings.rate_limit_per_second, settings.rate_limit_burst, "requests/s"),

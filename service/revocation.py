@@ -81,7 +81,7 @@ def revoke_key(db: Database, id_or_prefix: str, *, marker: Path) -> Revocation:
     """Set ``revoked_at`` (once), then signal every API process. Revoking twice changes nothing."""
     key = find_key(db, id_or_prefix)
     with db.write_session() as session:
-        row = session.get(ApiKey, key.id)
+        row = session.get_one(ApiKey, key.id)  # find_key just read it
         already = row.revoked_at is not None
         if not already:
             row.revoked_at = utcnow()

@@ -82,7 +82,7 @@ async def submit(
         digest = fingerprint(request, body)
 
     def accept(session: Session) -> JSONResponse | tuple[dict[str, Any], str, str]:
-        if digest is not None:
+        if digest is not None and idempotency_key is not None:  # both or neither
             replay = _replay(session, owner=principal.owner, key=idempotency_key, digest=digest, ttl=ttl)
             if replay is not None:
                 return replay

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import ColumnElement, Text, cast, or_, select
 from sqlalchemy.orm import Session
@@ -41,7 +42,7 @@ def artifacts_by_resource(session: Session, resource_ids: Iterable[str]) -> dict
     return out
 
 
-def _common(row: Dataset | Model | Audit, artifacts: list[ArtifactRead]) -> dict:
+def _common(row: Dataset | Model | Audit, artifacts: list[ArtifactRead]) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
@@ -66,7 +67,8 @@ def dataset_read(row: Dataset, artifacts: list[ArtifactRead]) -> DatasetRead:
         "rotated",
         "seed",
     )
-    return DatasetRead(**_common(row, artifacts), spec=row.spec, **{k: desc.get(k) for k in fields})
+    described: dict[str, Any] = {k: desc.get(k) for k in fields}
+    return DatasetRead(**_common(row, artifacts), spec=row.spec, **described)
 
 
 # A model's ensemble_size is kept in its ``training`` JSON (how it was trained), under this key, and shown
@@ -74,7 +76,7 @@ def dataset_read(row: Dataset, artifacts: list[ArtifactRead]) -> DatasetRead:
 ENSEMBLE_SIZE_KEY = "ensemble_size"
 
 
-def stored_training(training: dict, ensemble_size: int) -> dict:
+def stored_training(training: dict[str, Any], ensemble_size: int) -> dict[str, Any]:
     return {**training, ENSEMBLE_SIZE_KEY: ensemble_size} if ensemble_size != 1 else dict(training)
 
 

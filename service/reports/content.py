@@ -20,12 +20,12 @@ from service.reports import legacy, reproduce
 from service.reports.figures import EmbedBudget, Figure, figure_artifacts, load_figure
 from service.reports.sections import Section, figure_captions, num, sections
 from service.routes.common import get_owned
-from service.schemas.reports import FigureRead, ReportRead, ReproduceRead
+from service.schemas.reports import FigureRead, ReportRead, ReproduceRead, VerdictLabel
 from service.storage import ArtifactStore
 from service.views import artifacts_by_resource, audit_read, dataset_read, model_read
 
 # sbengine.metrics.classify's codes, read as an answer to "is this model simplicity-biased?".
-VERDICT_LABELS = {
+VERDICT_LABELS: dict[str, VerdictLabel] = {
     "exclusively_s": "simplicity_biased",
     "mostly_s": "simplicity_biased",
     "exclusively_sc": "not_simplicity_biased",
@@ -33,7 +33,7 @@ VERDICT_LABELS = {
     "both": "not_simplicity_biased",
     "not_predictive": "inconclusive",
 }
-HEADLINES = {
+HEADLINES: dict[VerdictLabel, str] = {
     "simplicity_biased": "Simplicity-biased",
     "not_simplicity_biased": "Not simplicity-biased",
     "inconclusive": "Inconclusive",
@@ -42,6 +42,8 @@ HEADLINES = {
     "failed": "Failed",
     "canceled": "Canceled",
 }
+# A label by its name: an audit's state that has a label of its own (queued, failed, ...).
+_LABELS: dict[str, VerdictLabel] = {label: label for label in HEADLINES}
 
 
 @dataclass
@@ -63,9 +65,9 @@ class Report:
         return self.audit.status == "ready"
 
 
-def verdict_label(audit: Audit) -> str:
+def verdict_label(audit: Audit) -> VerdictLabel:
     if audit.status != "ready":
-        return audit.status if audit.status in HEADLINES else "running"
+        return _LABELS.get(audit.status, "running")
     return VERDICT_LABELS.get(audit.verdict_code or "", "inconclusive")
 
 

@@ -30,7 +30,7 @@ log = logging.getLogger("sbaudit.api")
         503: problem("The file is missing from the artifact store (problem+json)."),
     },
 )
-def download(artifact_id: str, request: Request, principal: CurrentPrincipal, db: DB):
+def download(artifact_id: str, request: Request, principal: CurrentPrincipal, db: DB) -> FileResponse:
     with db.read_session() as session:
         row = get_owned(session, Artifact, "artifact", owner=principal.owner, resource_id=artifact_id)
     path = request.app.state.store.path_for(row.sha256)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from service import limits
 from service.auth import DB, CurrentPrincipal
@@ -31,7 +35,7 @@ from service.views import audit_read, audits_of_model, ensemble_size_of
 router = APIRouter(prefix="/v1/audits", tags=["audits"], responses=PROBLEM_RESPONSES)
 
 
-def check_inputs(body: AuditCreate, model: Model, description: dict) -> None:
+def check_inputs(body: AuditCreate, model: Model, description: dict[str, Any]) -> None:
     """The dataset fits the model, and S and the splits exist in it (422 naming the field otherwise)."""
     shape, model_shape = list(description.get("input_shape") or []), list(model.input_shape or [])
     if shape != model_shape:
@@ -68,14 +72,14 @@ def check_options(body: AuditCreate) -> None:
             )
 
 
-def audited_models(session, body: AuditCreate, owner: str) -> tuple[list[Model], int]:
+def audited_models(session: Session, body: AuditCreate, owner: str) -> tuple[list[Model], int]:
     """The model rows to audit and the ensemble size: one row (its own ensemble_size), or the ``model_ids``
     rows, which must be ready single models agreeing on input shape and classes."""
     if body.model_id is not None:
         model = get_owned(session, Model, "model", owner=owner, resource_id=body.model_id)
         require_ready(model, "model", "body.model_id")
         return [model], ensemble_size_of(model)
-    rows = []
+    rows: list[Model] = []
     for i, model_id in enumerate(body.model_ids or []):
         field = f"body.model_ids.{i}"
         row = get_owned(session, Model, "model", owner=owner, resource_id=model_id)
@@ -106,12 +110,12 @@ def audited_models(session, body: AuditCreate, owner: str) -> tuple[list[Model],
 )
 async def create_audit(
     body: AuditCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
-):
+) -> JSONResponse:
     settings = settings_of(request)
     limits.check_audit(body, settings)
     check_options(body)
 
-    def build(session):
+    def build(session: Session) -> tuple[dict[str, Any], str, str]:
         models, ensemble_size = audited_models(session, body, principal.owner)
         model = models[0]
         if ensemble_size == 1:
@@ -130,7 +134,7 @@ async def create_audit(
         dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=dataset_id)
         require_ready(dataset, "dataset", "body.dataset_id")
         check_inputs(body, model, dataset.description or {})
-        params = {
+        params: dict[str, Any] = {
             "checks": list(body.checks),
             "options": body.resolved_options(),
             "simple_blocks": body.simple_blocks,
@@ -177,7 +181,7 @@ async def list_audits(
     cursor: Cursor = None,
     status: ResourceStatus | None = None,
     model_id: str | None = None,
-):
+) -> Response:
     filters = []
     if status:
         filters.append(Audit.status == status)

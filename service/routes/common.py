@@ -14,6 +14,7 @@ from service.db import Database
 from service.errors import PROBLEM_JSON, PROBLEM_SCHEMA_REF, Problem, not_found
 from service.ids import looks_like
 from service.pagination import paginate
+from service.schemas.common import ArtifactRead
 from service.settings import Settings
 from service.views import artifacts_by_resource
 
@@ -74,7 +75,8 @@ def model_response(model: BaseModel, status_code: int = 200) -> Response:
 
 
 def settings_of(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_owned(session: Session, table: Any, kind: str, *, owner: str, resource_id: str) -> Any:
@@ -106,7 +108,7 @@ def _list_owned(
     limit: int | None,
     cursor: str | None,
     filters: Iterable[Any],
-) -> tuple[list, str | None]:
+) -> tuple[list[Any], str | None]:
     size = min(limit or settings.page_size_default, settings.page_size_max)
     query = select(table).where(table.owner == owner, *filters)
     return paginate(session, query, table, limit=size, cursor=cursor)
@@ -122,12 +124,12 @@ async def owned_page(
     cursor: str | None,
     filters: Iterable[Any] = (),
     with_artifacts: bool = False,
-) -> tuple[list, str | None, dict[str, list]]:
+) -> tuple[list[Any], str | None, dict[str, list[ArtifactRead]]]:
     """One page of the owner's rows, newest first, the cursor of the next page and, ``with_artifacts``, each
     row's artifacts (one query for the whole page). Read on the event loop (``Database.run_read``)."""
     settings = settings_of(request)
 
-    def read(conn: Connection) -> tuple[list, str | None, dict[str, list]]:
+    def read(conn: Connection) -> tuple[list[Any], str | None, dict[str, list[ArtifactRead]]]:
         with Session(bind=conn) as session:
             rows, next_cursor = _list_owned(
                 session, table, owner=owner, settings=settings, limit=limit, cursor=cursor, filters=filters
@@ -142,7 +144,7 @@ async def resource_page(
     request: Request,
     db: Database,
     table: Any,
-    read: Callable,
+    read: Callable[[Any, list[ArtifactRead]], BaseModel],
     *,
     owner: str,
     limit: int | None,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from service import limits
 from service.auth import DB, CurrentPrincipal
@@ -38,11 +42,11 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROBLEM_R
 )
 async def create_dataset(
     body: DatasetCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
-):
+) -> JSONResponse:
     settings = settings_of(request)
     limits.check_dataset(body, settings)
 
-    def build(session):
+    def build(session: Session) -> tuple[dict[str, Any], str, str]:
         row = Dataset(
             id=new_id("dataset"),
             owner=principal.owner,
@@ -76,7 +80,7 @@ async def list_datasets(
     limit: Limit = None,
     cursor: Cursor = None,
     status: ResourceStatus | None = None,
-):
+) -> Response:
     filters = [Dataset.status == status] if status else []
     page = await resource_page(
         request, db, Dataset, dataset_read, owner=principal.owner, limit=limit, cursor=cursor, filters=filters

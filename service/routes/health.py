@@ -15,8 +15,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness: the process answers", operation_id="getHealth")
-async def healthz():
-    return {"status": "ok"}
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
 
 
 def _check_database(request: Request) -> str | None:
@@ -29,7 +29,7 @@ def _check_database(request: Request) -> str | None:
 
 
 def _check_broker(url: str) -> str | None:
-    from kombu import Connection  # only when a broker is configured
+    from kombu.connection import Connection  # only when a broker is configured
 
     try:
         with Connection(url, connect_timeout=2) as conn:
@@ -45,7 +45,7 @@ def _check_broker(url: str) -> str | None:
     operation_id="getReadiness",
     responses={503: problem("Something is unreachable; `checks` says what (problem+json).")},
 )
-async def readyz(request: Request):
+async def readyz(request: Request) -> JSONResponse:
     checks = {"database": await anyio.to_thread.run_sync(_check_database, request)}
     broker = request.app.state.settings.broker_url
     if broker:
@@ -61,7 +61,7 @@ async def readyz(request: Request):
             "checks": {k: v or "ok" for k, v in checks.items()},
         }
         return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
-    return {"status": "ready", "checks": {k: "ok" for k in checks}}
+    return JSONResponse({"status": "ready", "checks": {k: "ok" for k in checks}})
 
 
 @router.get(
@@ -71,7 +71,7 @@ async def readyz(request: Request):
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}, "description": "The Prometheus text format."}},
 )
-async def metrics(request: Request):
+async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry
     payload = await anyio.to_thread.run_sync(generate_latest, registry)
     return Response(payload, media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Connection, bindparam, select
 
@@ -50,7 +50,7 @@ async def list_jobs(
     state: JobState | None = None,
     kind: str | None = None,
     resource_id: str | None = None,
-):
+) -> Response:
     filters = []
     if state:
         filters.append(Job.state == state)
@@ -91,7 +91,7 @@ async def get_job(
     wait: Annotated[
         float, Query(ge=0, le=60, description="Seconds to wait for the job to finish before answering.")
     ] = 0,
-):
+) -> Response:
     job = await db.run_read(_read_job, principal, job_id)
     deadline = time.monotonic() + wait
     while job.state not in TERMINAL_STATES and time.monotonic() < deadline:
@@ -108,7 +108,7 @@ async def get_job(
     operation_id="cancelJob",
     responses={409: problem("The job already succeeded or failed (problem+json)."), **BODY_RESPONSES},
 )
-def cancel(job_id: str, principal: CurrentPrincipal, db: DB):
+def cancel(job_id: str, principal: CurrentPrincipal, db: DB) -> Response:
     """A queued job is canceled at once; a running one moves to ``canceling`` and stops at its next
     progress point, ending ``canceled``. Canceling a canceled job is a no-op."""
     if not looks_like("job", job_id):
@@ -178,7 +178,7 @@ async def job_event_stream(
         }
     },
 )
-async def job_events(job_id: str, request: Request, principal: CurrentPrincipal, db: DB):
+async def job_events(job_id: str, request: Request, principal: CurrentPrincipal, db: DB) -> StreamingResponse:
     first = await db.run_read(_read_job, principal, job_id)  # 404 before streaming
     settings = settings_of(request)
 

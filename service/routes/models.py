@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from service import limits
 from service.auth import DB, CurrentPrincipal
@@ -79,11 +82,11 @@ def check_adversarial(body: ModelCreate, num_classes: int | None) -> None:
 )
 async def create_model(
     body: ModelCreate, request: Request, principal: CurrentPrincipal, idempotency_key: IdempotencyKey = None
-):
+) -> JSONResponse:
     settings = settings_of(request)
     limits.check_model(body, settings)
 
-    def build(session):
+    def build(session: Session) -> tuple[dict[str, Any], str, str]:
         dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=body.dataset_id)
         require_ready(dataset, "dataset", "body.dataset_id")
         input_shape = list((dataset.description or {}).get("input_shape") or [])
@@ -133,7 +136,7 @@ async def list_models(
     cursor: Cursor = None,
     status: ResourceStatus | None = None,
     dataset_id: str | None = None,
-):
+) -> Response:
     filters = []
     if status:
         filters.append(Model.status == status)

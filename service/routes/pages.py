@@ -15,6 +15,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service.auth import COOKIE_NAME, DB, Principal, cookie_key, principal_for_key
 from service.db import Database
@@ -118,7 +119,7 @@ def logout() -> RedirectResponse:
     return response
 
 
-def _names(session, table: Any, ids: set[str], owner: str) -> dict[str, str | None]:
+def _names(session: Session, table: Any, ids: set[str], owner: str) -> dict[str, str | None]:
     if not ids:
         return {}
     rows = session.execute(select(table.id, table.name).where(table.id.in_(ids), table.owner == owner))

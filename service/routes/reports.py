@@ -10,13 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from service.auth import DB, CurrentPrincipal, Principal, _bearer, cookie_key, require_principal
+from service.db import Database
 from service.errors import Problem
-from service.reports.content import block_rows, gather, settings_text
+from service.reports.content import Report, block_rows, gather, settings_text
 from service.reports.render import html_response
 from service.routes.common import PROBLEM_RESPONSES, model_response
 from service.routes.pages import login_redirect, wants_html
@@ -40,7 +41,7 @@ async def principal_or_login(
         raise
 
 
-def _report(request: Request, db, principal: Principal, audit_id: str, *, embed: bool):
+def _report(request: Request, db: Database, principal: Principal, audit_id: str, *, embed: bool) -> Report:
     with db.read_session() as session:
         return gather(
             session,
@@ -65,7 +66,7 @@ def audit_report(
     request: Request,
     db: DB,
     principal: Annotated[Principal | RedirectResponse, Depends(principal_or_login)],
-):
+) -> Response:
     """The verdict, a table per check, the figures with how to read them, the model's training curves,
     the dataset and model, seeds and versions, and the commands that reproduce the audit. Works offline
     and saved to disk (no external assets). A queued or running audit answers a page saying so."""
@@ -90,7 +91,7 @@ def audit_report(
     summary="The audit report, for machines",
     operation_id="getAuditReport",
 )
-def audit_report_json(audit_id: str, request: Request, principal: CurrentPrincipal, db: DB):
+def audit_report_json(audit_id: str, request: Request, principal: CurrentPrincipal, db: DB) -> Response:
     """The report's content: the audit, dataset and model, the verdict, the results, the figures (with
     captions and download URLs), the environment and the request bodies that reproduce it."""
     return model_response(_report(request, db, principal, audit_id, embed=False).read)

@@ -14,8 +14,9 @@ shape, classes, normalization, dataset) answers ``200`` with the model created t
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Request
@@ -23,17 +24,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service import quota
-from service.auth import CurrentPrincipal
+from service.auth import CurrentPrincipal, Principal
 from service.db import Database
 from service.errors import field_error
 from service.ids import new_id
 from service.jobstore import SUCCEEDED, create_job
-from service.models import Artifact, Dataset, Model, utcnow
+from service.models import Artifact, Dataset, Job, Model, utcnow
 from service.routes.common import PROBLEM_RESPONSES, get_owned, problem, require_ready, settings_of
 from service.schemas.datasets import DatasetRead
-from service.schemas.models import VISION_ARCHITECTURES, ModelRead
+from service.schemas.models import VISION_ARCHITECTURES, Architecture, ModelRead
 from service.schemas.uploads import (
     DATASET_FIELDS,
     MODEL_FIELDS,
@@ -43,13 +45,17 @@ from service.schemas.uploads import (
     decode_form,
 )
 from service.settings import Settings
-from service.storage import ArtifactStore
+from service.storage import ArtifactStore, StoredBlob
 from service.uploads.rejected import Rejected
 from service.uploads.stream import ReceivedUpload, as_problem, receive_upload
 from service.uploads.validator import validate
 from service.views import artifacts_by_resource, dataset_read, model_read
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
+
+Schema = TypeVar("Schema", bound=BaseModel)
+# store(request, owner, settings, upload): validate and record a received upload, answer its response.
+UploadStore = Callable[[Request, str, Settings, ReceivedUpload], Awaitable[JSONResponse]]
 
 MODEL_UPLOAD_PATH = "/v1/models/uploads"
 DATASET_UPLOAD_PATH = "/v1/datasets/uploads"
@@ -136,7 +142,7 @@ _DATASET_FORM = _form_schema(
 )
 
 
-def _validated(schema: type[BaseModel], fields: dict[str, str]) -> Any:
+def _validated(schema: type[Schema], fields: dict[str, str]) -> Schema:
     try:
         data = decode_form(fields)
     except FormError as exc:
@@ -148,7 +154,7 @@ def _validated(schema: type[BaseModel], fields: dict[str, str]) -> Any:
         raise RequestValidationError(errors, body=data) from None
 
 
-def _check_architecture_limits(architecture: BaseModel, settings: Settings) -> None:
+def _check_architecture_limits(architecture: Architecture, settings: Settings) -> None:
     for option, limit, name in (
         ("width", settings.max_width, "SBAUDIT_MAX_WIDTH"),
         ("filters", settings.max_width, "SBAUDIT_MAX_WIDTH"),
@@ -163,7 +169,7 @@ def _check_architecture_limits(architecture: BaseModel, settings: Settings) -> N
             )
 
 
-def _check_fits(architecture: BaseModel, input_shape: list[int]) -> None:
+def _check_fits(architecture: Architecture, input_shape: list[int]) -> None:
     """The architecture can read inputs of this shape (the validator re-checks; this answers 422 early)."""
     name = architecture.name
     if name in VISION_ARCHITECTURES and (
@@ -175,7 +181,7 @@ def _check_fits(architecture: BaseModel, input_shape: list[int]) -> None:
         )
     if name in ("cnn1d", "gru", "lstm") and len(input_shape) != 1:
         raise field_error("body.input_shape", f"{name} needs 1-D inputs, not {tuple(input_shape)}")
-    if name in ("gru", "lstm") and math.prod(input_shape) % architecture.step_features:
+    if architecture.name in ("gru", "lstm") and math.prod(input_shape) % architecture.step_features:
         raise field_error(
             "body.architecture.step_features",
             f"must divide the number of input features ({math.prod(input_shape)})",
@@ -199,7 +205,9 @@ def _created(read: BaseModel, location: str, status_code: int) -> JSONResponse:
     return JSONResponse(read.model_dump(mode="json"), status_code=status_code, headers={"Location": location})
 
 
-def _succeeded_job(session, *, owner: str, kind: str, resource_type: str, resource_id: str, params: dict):
+def _succeeded_job(
+    session: Session, *, owner: str, kind: str, resource_type: str, resource_id: str, params: dict[str, Any]
+) -> Job:
     """The job record of an upload: validated within the request, so it is born succeeded."""
     now = utcnow()
     job = create_job(
@@ -216,7 +224,9 @@ def _succeeded_job(session, *, owner: str, kind: str, resource_type: str, resour
     return job
 
 
-def _artifact(owner: str, resource_id: str, kind: str, blob, content_type: str, filename: str) -> Artifact:
+def _artifact(
+    owner: str, resource_id: str, kind: str, blob: StoredBlob, content_type: str, filename: str
+) -> Artifact:
     return Artifact(
         id=new_id("artifact"),
         owner=owner,
@@ -258,13 +268,14 @@ def _model_defaults(db: Database, owner: str, body: ModelUpload) -> tuple[list[i
 
 
 def _same_model(row: Model, declared: dict[str, Any]) -> bool:
-    return (
+    same: bool = (
         row.architecture == declared["architecture"]
         and list(row.input_shape or []) == declared["input_shape"]
         and row.num_classes == declared["num_classes"]
         and (row.normalization or None) == declared["normalization"]
         and row.dataset_id == declared["dataset_id"]
     )
+    return same
 
 
 def _existing_model(db: Database, owner: str, sha256: str, declared: dict[str, Any]) -> ModelRead | None:
@@ -339,7 +350,9 @@ def _record_model(
         return model_read(row, artifacts_by_resource(session, [model_id])[model_id])
 
 
-async def _receive_and_store(request: Request, principal, text_fields, store):
+async def _receive_and_store(
+    request: Request, principal: Principal, text_fields: tuple[str, ...], store: UploadStore
+) -> JSONResponse:
     """Receive a multipart upload (refused up front when the owner has no room left), hand it to ``store``
     and always remove what was received, whether it was stored or refused."""
     settings = settings_of(request)
@@ -365,11 +378,13 @@ async def _receive_and_store(request: Request, principal, text_fields, store):
     responses=_MODEL_UPLOAD_RESPONSES,
     openapi_extra=_MODEL_FORM,
 )
-async def upload_model(request: Request, principal: CurrentPrincipal):
+async def upload_model(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     return await _receive_and_store(request, principal, MODEL_FIELDS, _upload_model)
 
 
-async def _upload_model(request: Request, owner: str, settings: Settings, upload: ReceivedUpload):
+async def _upload_model(
+    request: Request, owner: str, settings: Settings, upload: ReceivedUpload
+) -> JSONResponse:
     db: Database = request.app.state.db
     body: ModelUpload = _validated(ModelUpload, upload.fields)
     _check_architecture_limits(body.architecture, settings)
@@ -480,11 +495,13 @@ def _record_dataset(
     responses=_UPLOAD_RESPONSES,
     openapi_extra=_DATASET_FORM,
 )
-async def upload_dataset(request: Request, principal: CurrentPrincipal):
+async def upload_dataset(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     return await _receive_and_store(request, principal, DATASET_FIELDS, _upload_dataset)
 
 
-async def _upload_dataset(request: Request, owner: str, settings: Settings, upload: ReceivedUpload):
+async def _upload_dataset(
+    request: Request, owner: str, settings: Settings, upload: ReceivedUpload
+) -> JSONResponse:
     body: DatasetUpload = _validated(DatasetUpload, upload.fields)
     out = upload.directory / "dataset"
     answer = await validate(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from service import quota
 from service.auth import DB, CurrentPrincipal
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/usage", tags=["usage"], responses=PROBLEM_RESPONS
     summary="Your storage use, quota and resource counts",
     operation_id="getUsage",
 )
-def read_usage(request: Request, principal: CurrentPrincipal, db: DB):
+def read_usage(request: Request, principal: CurrentPrincipal, db: DB) -> Response:
     limit = settings_of(request).owner_quota_bytes
     with db.read_session() as session:
         used = quota.bytes_used(session, principal.owner)

@@ -12,7 +12,7 @@ request may cost a worker.
 from __future__ import annotations
 
 import typing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -33,7 +33,10 @@ MAX_STEPS = 1000
 MAX_ENSEMBLE_MODELS = 32
 
 
-def _unique(value: list[Any] | None) -> list[Any] | None:
+Items = TypeVar("Items", bound=list[Any] | None)
+
+
+def _unique(value: Items) -> Items:
     if value is not None and len(set(value)) != len(value):
         raise ValueError("must not repeat an entry")
     return value
@@ -90,13 +93,17 @@ class UAPOptions(CheckOptions):
 DependenceMethod = Literal["random", "swap"]
 
 
+def _both_methods() -> list[DependenceMethod]:
+    return ["random", "swap"]
+
+
 class FeatureDependenceOptions(CheckOptions):
-    methods: list[DependenceMethod] = Field(default_factory=lambda: ["random", "swap"], min_length=1)
+    methods: list[DependenceMethod] = Field(default_factory=_both_methods, min_length=1)
     sample_fraction: float = Field(default=1.0, gt=0, le=1, description="Share of the split's rows used.")
 
     @field_validator("methods")
     @classmethod
-    def _no_repeats(cls, value: list[str]) -> list[str]:
+    def _no_repeats(cls, value: list[DependenceMethod]) -> list[DependenceMethod]:
         return _unique(value)
 
 
@@ -113,6 +120,10 @@ OPTION_MODELS: dict[str, type[CheckOptions]] = {
     "uap": UAPOptions,
     "feature_dependence": FeatureDependenceOptions,
 }
+
+
+def _randomization_only() -> list[CheckName]:
+    return ["randomization"]
 
 
 class AuditCreate(StrictModel):
@@ -132,7 +143,7 @@ class AuditCreate(StrictModel):
         max_length=40,
         description="Default: the dataset the (first) model was trained on.",
     )
-    checks: list[CheckName] = Field(default_factory=lambda: ["randomization"], min_length=1, max_length=16)
+    checks: list[CheckName] = Field(default_factory=_randomization_only, min_length=1, max_length=16)
     options: AuditOptions = Field(
         default_factory=AuditOptions, description='Per-check options, e.g. {"pgd": {"eps": 0.25}}.'
     )

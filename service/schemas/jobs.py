@@ -37,7 +37,7 @@ class JobRead(ReadModel):
     finished_at: datetime | None
     updated_at: datetime
 
-    @computed_field(
+    @computed_field(  # type: ignore[prop-decorator]  # pydantic's documented form, which mypy rejects
         description="Seconds left, extrapolated from the time so far: only while running with progress "
         "between 1% and 100% (earlier the rate says little)."
     )

@@ -16,7 +16,9 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
+from io import BufferedWriter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import Request
@@ -28,6 +30,9 @@ from service.errors import Problem
 from service.quota import Room, quota_exceeded
 from service.settings import Settings
 from service.uploads.rejected import Rejected, check_filename
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger("sbaudit.api")
 
@@ -91,7 +96,7 @@ class _Receiver:
         self.parts = 0
         self.ended = False
         self.digest = hashlib.sha256()
-        self.fh = None
+        self.fh: BufferedWriter | None = None
         self.pending: list[bytes] = []
         self.pending_size = 0
         self._header_name = b""
@@ -100,7 +105,7 @@ class _Receiver:
         self._current: str | None = None
         self._text = bytearray()
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin,
             "on_part_data": self.on_part_data,
@@ -191,6 +196,7 @@ class _Receiver:
         chunks, self.pending, self.pending_size = self.pending, [], 0
         for chunk in chunks:
             self.digest.update(chunk)
+            assert self.fh is not None  # pending holds bytes of the file part only, whose file is open
             self.fh.write(chunk)
 
     def close(self) -> None:
@@ -274,6 +280,7 @@ async def receive_upload(
         if isinstance(exc, _TooLarge):
             raise too_large(settings.max_upload_bytes) from None
         if isinstance(exc, _OverQuota):
+            assert room is not None  # raised only when the file outgrows the room
             problem = quota_exceeded(used=room.used, quota=room.quota, adding=upload.size)
             problem.headers = {"Connection": "close"}  # the client is still sending: stop it
             raise problem from None

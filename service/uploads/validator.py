@@ -94,7 +94,7 @@ def _run(program: Sequence[str], request: dict[str, Any], settings: Settings, wo
             "the file could not be validated within this server's limits (the validator process ended "
             f"abnormally, exit status {proc.returncode})"
         )
-    answer = json.loads(lines[-1])
+    answer: dict[str, Any] = json.loads(lines[-1])
     if proc.stderr.strip():
         level = logging.WARNING if int(answer.get("status") or 0) >= 500 else logging.INFO
         log.log(level, "upload validator: %s", " | ".join(proc.stderr.strip().splitlines()[-5:])[-1500:])
