@@ -203,6 +203,7 @@ def document(app: FastAPI) -> None:
             components = build().setdefault("components", {})
             schemas = {**components.get("schemas", {}), "Problem": copy.deepcopy(PROBLEM_SCHEMA)}
             components["schemas"] = dict(sorted(schemas.items()))  # in order, as FastAPI lists them
+        assert app.openapi_schema is not None  # build() stored it
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

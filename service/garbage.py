@@ -26,8 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import CursorResult, delete, exists, func, select
 
 from service.db import Database
 from service.jobstore import TERMINAL_STATES
@@ -187,7 +188,8 @@ class Collector:
             if self.dry_run:
                 count = session.scalar(select(func.count()).select_from(IdempotencyRecord).where(expired))
             else:
-                count = session.execute(delete(IdempotencyRecord).where(expired)).rowcount
+                deleted = session.execute(delete(IdempotencyRecord).where(expired))
+                count = cast("CursorResult[Any]", deleted).rowcount
         self.report.idempotency_records = int(count or 0)
 
 

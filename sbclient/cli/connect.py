@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from sbclient import Client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# What `add_subparsers()` returns: each command module's register() adds its parsers to it.
+Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:

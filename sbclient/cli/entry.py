@@ -19,6 +19,7 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 
 from sbclient.cli import resources
+from sbclient.cli.connect import Subparsers
 from sbclient.cli.errors import CliError
 
 PLUGIN_GROUP = "sbaudit.commands"
@@ -37,7 +38,7 @@ def _needs_server_install(name: str, missing: str) -> Callable[[argparse.Namespa
     return handler
 
 
-def _register_plugin(sub: argparse._SubParsersAction, plugin: EntryPoint) -> None:
+def _register_plugin(sub: Subparsers, plugin: EntryPoint) -> None:
     try:
         register = plugin.load()
     except ImportError as exc:

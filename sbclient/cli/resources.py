@@ -12,11 +12,12 @@ import argparse
 import itertools
 import os
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sbclient.cli import upload as cli_upload
-from sbclient.cli.connect import client_command, connection_parent, int_list, json_option
+from sbclient.cli.connect import Subparsers, client_command, connection_parent, int_list, json_option
 from sbclient.cli.errors import CliError
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ LIST_LIMIT = 20
 COMMANDS = ("datasets", "models", "audits", "jobs", "artifacts")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subparsers) -> None:
     common = connection_parent()
     _register_datasets(subparsers, common)
     _register_models(subparsers, common)
@@ -40,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     get.set_defaults(handler=get_artifact)
 
 
-def _group(subparsers: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+def _group(subparsers: Subparsers, name: str, help: str) -> Subparsers:
     parser = subparsers.add_parser(name, help=help)
-    actions = parser.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+    actions: Subparsers = parser.add_subparsers(dest=f"{name}_command", metavar="ACTION")
     actions.required = True
     return actions
 
@@ -55,7 +56,14 @@ def _wait_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="a label for the new resource")
 
 
-def _show_and_list(actions, common, kind: str, show, list_, filters: dict[str, str]) -> None:
+def _show_and_list(
+    actions: Subparsers,
+    common: argparse.ArgumentParser,
+    kind: str,
+    show: Callable[[argparse.Namespace], int],
+    list_: Callable[[argparse.Namespace], int],
+    filters: dict[str, str],
+) -> None:
     show_parser = actions.add_parser("show", parents=[common], help=f"show one {kind}")
     show_parser.add_argument("id")
     show_parser.set_defaults(handler=show)
@@ -68,7 +76,7 @@ def _show_and_list(actions, common, kind: str, show, list_, filters: dict[str, s
     list_parser.set_defaults(handler=list_)
 
 
-def _register_datasets(subparsers, common) -> None:
+def _register_datasets(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     actions = _group(subparsers, "datasets", "generate, upload and inspect datasets")
     create = actions.add_parser(
         "create",
@@ -95,7 +103,7 @@ def _register_datasets(subparsers, common) -> None:
     )
 
 
-def _register_models(subparsers, common) -> None:
+def _register_models(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     actions = _group(subparsers, "models", "train, upload and inspect models")
     train = actions.add_parser("train", parents=[common], help="train a model on a dataset")
     train.add_argument("--dataset-id", help="the dataset to train on")
@@ -112,7 +120,7 @@ def _register_models(subparsers, common) -> None:
                    {"--status": "ready, failed, ...", "--dataset-id": "trained on this dataset"})  # fmt: skip
 
 
-def _register_audits(subparsers, common) -> None:
+def _register_audits(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     actions = _group(subparsers, "audits", "audit models and read the results")
     run = actions.add_parser("run", parents=[common], help="audit a model (or an ensemble of models)")
     run.add_argument("--model-id")
@@ -138,7 +146,7 @@ def _register_audits(subparsers, common) -> None:
     report.set_defaults(handler=save_report)
 
 
-def _register_jobs(subparsers, common) -> None:
+def _register_jobs(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     actions = _group(subparsers, "jobs", "follow, list and cancel jobs")
     watch = actions.add_parser("watch", parents=[common], help="follow a job with a progress bar until it ends",
                                description="Exit status 0 when the job succeeded, 1 when it failed or was canceled.")  # fmt: skip
@@ -213,7 +221,7 @@ def run_audit(args: argparse.Namespace, client: Client) -> int:
     return _created(args, client, "audit", client.run_audit(body))
 
 
-def _created(args: argparse.Namespace, client: Client, kind: str, created: dict[str, Any]) -> int:
+def _created(args: argparse.Namespace, client: Client, kind: str, created: Mapping[str, Any]) -> int:
     """Report a queued resource; with --wait, follow its job and show the finished resource."""
     from sbclient.cli import render as cli_render
     from sbclient.cli.watch import watch_job
@@ -246,7 +254,7 @@ def _show(args: argparse.Namespace, kind: str, resource: Any, client: Client) ->
         out.print(f"report: {client.report_url(resource['id'])}")
 
 
-def _list(args: argparse.Namespace, kind: str, items) -> int:
+def _list(args: argparse.Namespace, kind: str, items: Iterable[Mapping[str, Any]]) -> int:
     from sbclient.cli import render as cli_render
 
     if args.limit < 1:

@@ -12,9 +12,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sbclient.cli.connect import add_connection_options, client_command, int_list, json_option
+from sbclient.cli.connect import Subparsers, add_connection_options, client_command, int_list, json_option
 
 if TYPE_CHECKING:
     from sbclient import Client, Upload
@@ -25,7 +25,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="a label for the new resource")
 
 
-def add_model_upload(actions: argparse._SubParsersAction) -> None:
+def add_model_upload(actions: Subparsers) -> None:
     upload = actions.add_parser(
         "upload",
         help="upload a checkpoint (safetensors or a torch.save'd state_dict)",
@@ -49,7 +49,7 @@ def add_model_upload(actions: argparse._SubParsersAction) -> None:
     upload.set_defaults(handler=run_model_upload)
 
 
-def add_dataset_upload(actions: argparse._SubParsersAction) -> None:
+def add_dataset_upload(actions: Subparsers) -> None:
     upload = actions.add_parser(
         "upload",
         help="upload arrays (.npz or safetensors) with declared feature blocks",
@@ -69,7 +69,7 @@ def add_dataset_upload(actions: argparse._SubParsersAction) -> None:
     upload.set_defaults(handler=run_dataset_upload)
 
 
-def _report(kind: str, upload: Upload) -> int:
+def _report(kind: str, upload: Upload[Any]) -> int:
     body = upload.resource
     verb = "uploaded" if upload.created else "already uploaded (same file and declaration):"
     print(f"{verb} {kind} {body['id']} ({body['status']})", file=sys.stderr)

@@ -9,7 +9,7 @@ in a log (stderr not a terminal) a line is printed when the state or stage chang
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 PLAIN_EVERY_SECONDS = 5.0
 
 
-def _status(job: Job) -> dict[str, str]:
+def _status(job: Job) -> dict[str, Any]:  # rich task fields (text here)
     detail = job.get("detail") or {}
     eta = job.get("eta_seconds")
     return {
