@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, quota
+from service import caps, errors, quota
 from service.auth import KeyCache
 from service.body_limit import BodyLimitMiddleware
 from service.db import Database
@@ -64,6 +64,8 @@ def create_app(
     app.state.metrics = AppMetrics(db)
     app.state.key_cache = KeyCache(revocation_marker=settings.key_revocation_file)
     app.state.usage_gate = quota.UsageGate()
+    app.state.streams = caps.stream_slots(settings.max_streams_per_key)
+    app.state.long_polls = caps.long_poll_slots(settings.max_long_polls_per_key)
     app.state.clock = time.monotonic  # the rate limiter's clock; tests move it
     errors.install(app)
     for module in (datasets, models, audits, jobs, artifacts, health):

@@ -90,6 +90,17 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=100, ge=1)
     job_rate_limit_per_minute: float = Field(default=60.0, ge=0)
     job_rate_limit_burst: int = Field(default=20, ge=1)
+    # Caps (service/caps.py); 0 = no cap. Active jobs per owner are counted in the database, so the cap
+    # holds across API processes; streams and long polls are counted per key in each API process.
+    max_active_jobs_per_owner: int = Field(
+        default=100, ge=0, description="Queued, running and canceling jobs one owner may have."
+    )
+    max_streams_per_key: int = Field(
+        default=8, ge=0, description="Open GET /v1/jobs/{id}/events streams per key, per API process."
+    )
+    max_long_polls_per_key: int = Field(
+        default=16, ge=0, description="GET /v1/jobs/{id}?wait= requests waiting at once per key, per process."
+    )
     # Bytes of artifacts an owner may hold (service/quota.py); 0 = unlimited.
     owner_quota_bytes: int = Field(default=20 << 30, ge=0)
 
