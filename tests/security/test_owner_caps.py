@@ -1,8 +1,9 @@
-"""Per-owner cap on active jobs (SBAUDIT_MAX_ACTIVE_JOBS_PER_OWNER).
+"""Per-owner cap on active jobs (SBAUDIT_MAX_ACTIVE_JOBS_PER_OWNER) and the atomic job-rate budget.
 
 A create request over the cap is a 429 problem with Retry-After that queues nothing, an Idempotency-Key
 replay is still answered, and the cap holds for concurrent requests: in one group-commit batch, across
-batches, and on PostgreSQL across API processes (each its own Database and event loop).
+batches, and on PostgreSQL across API processes (each its own Database and event loop). The job-rate token
+bucket is taken before a request runs, so concurrent requests cannot all pass on the same tokens.
 """
 
 from __future__ import annotations
@@ -173,6 +174,23 @@ def test_a_write_raising_run_alone_gets_its_batch_run_one_write_at_a_time(db):
     assert asyncio.run(main()) == ["w0", "w1", "w2", "w3"]
     assert ("w2", 3) in calls and ("w2", 1) in calls  # refused in the batch, then run on its own
     assert sum(active_jobs(db, f"w{n}") for n in range(4)) == 4
+
+
+def test_job_creating_requests_cannot_overspend_the_job_budget_concurrently(settings, db, auth):
+    limits = {"rate_limit_per_second": 0.0, "job_rate_limit_per_minute": 6.0, "job_rate_limit_burst": 2}
+    app = create_app(settings.model_copy(update={**limits, "max_active_jobs_per_owner": 0}), db=db)
+    app.state.clock = lambda: 1000.0  # no refill during the test
+
+    async def main() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=auth) as client:
+            await client.get("/v1/datasets")  # the key is verified: its bucket is the key's
+            posts = [client.post("/v1/datasets", json={**LMS5, "seed": i}) for i in range(10)]
+            return [r.status_code for r in await asyncio.gather(*posts)]
+
+    statuses = asyncio.run(main())
+    assert sorted(statuses) == [202, 202] + [429] * 8
+    assert active_jobs(db, "alice") == 2
 
 
 # PostgreSQL: the scaled mode, where several API processes write at once.
