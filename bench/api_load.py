@@ -14,9 +14,10 @@ Prints one JSON line on stdout, a table on stderr.
     # CPU cost per request inside one process (no network, no concurrency; steadier on a busy machine):
     .venv/bin/python bench/api_load.py --in-process
 
-Servers it starts, and the in-process app, have the per-key rate limits switched off (it drives one key far
-past them); against your own server (--url) set SBAUDIT_RATE_LIMIT_PER_SECOND=0 and
-SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE=0 there, or the numbers measure the 429s. The POST
+Servers it starts, and the in-process app, have the per-key rate limits and the per-owner cap on active jobs
+switched off (it drives one key far past them); against your own server (--url) set
+SBAUDIT_RATE_LIMIT_PER_SECOND=0, SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE=0 and SBAUDIT_MAX_ACTIVE_JOBS_PER_OWNER=0
+there, or the numbers measure the 429s. The POST
 scenario queues real dataset jobs; the script cancels the ones still queued when it ends.
 """
 
@@ -235,7 +236,12 @@ async def in_process(requests: int) -> list[dict]:
     from service.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="sbaudit-bench-") as tmp:
-        settings = Settings(data_dir=Path(tmp), rate_limit_per_second=0, job_rate_limit_per_minute=0)
+        settings = Settings(
+            data_dir=Path(tmp),
+            rate_limit_per_second=0,
+            job_rate_limit_per_minute=0,
+            max_active_jobs_per_owner=0,
+        )
         migrate.upgrade(settings.database_url)
         db = Database.connect(settings.database_url)
         key, _ = create_key(db, owner="bench")
@@ -267,8 +273,13 @@ async def in_process(requests: int) -> list[dict]:
     return results
 
 
-# The benchmark drives one key far past the default per-key rate limits; it measures the API, not them.
-UNLIMITED = {"SBAUDIT_RATE_LIMIT_PER_SECOND": "0", "SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE": "0"}
+# The benchmark drives one key far past the default per-key rate limits and per-owner cap on active jobs; it
+# measures the API, not them.
+UNLIMITED = {
+    "SBAUDIT_RATE_LIMIT_PER_SECOND": "0",
+    "SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE": "0",
+    "SBAUDIT_MAX_ACTIVE_JOBS_PER_OWNER": "0",
+}
 
 
 class ThrowAwayServer:

@@ -3,6 +3,11 @@
 ``create_app`` wires settings, the database, the artifact store and an executor (how committed jobs are
 handed on; see service/dispatch.py). It imports nothing from torch or sbengine: the API process stays
 small and starts fast, and tests/service/test_no_torch.py keeps it that way.
+
+The client address every part of the app sees (``scope["client"]``: the rate limits, the access log) is the
+peer's, unless the peer is a trusted proxy (SBAUDIT_FORWARDED_ALLOW_IPS): then it is the client that proxy
+names in X-Forwarded-For. uvicorn's ProxyHeadersMiddleware does that here, in the app, so it holds under any
+server and in-process tests; `sbaudit serve` turns uvicorn's own copy of it off, so the header is read once.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from service import errors, quota
-from service.auth import KeyCache
+from service import caps, errors, quota
+from service.auth import KeyCache, KeyLookup, UnknownKeys
 from service.body_limit import BodyLimitMiddleware
 from service.db import Database
 from service.dispatch import Executor, NoExecutor
@@ -63,7 +69,10 @@ def create_app(
     app.state.upload_validator = list(upload_validator) if upload_validator else None
     app.state.metrics = AppMetrics(db)
     app.state.key_cache = KeyCache(revocation_marker=settings.key_revocation_file)
+    app.state.key_lookup = KeyLookup(db, app.state.key_cache, UnknownKeys())
     app.state.usage_gate = quota.UsageGate()
+    app.state.streams = caps.stream_slots(settings.max_streams_per_key)
+    app.state.long_polls = caps.long_poll_slots(settings.max_long_polls_per_key)
     app.state.clock = time.monotonic  # the rate limiter's clock; tests move it
     errors.install(app)
     for module in (datasets, models, audits, jobs, artifacts, health):
@@ -80,8 +89,9 @@ def create_app(
         RateLimitMiddleware,
         requests=requests_budget,
         jobs=jobs_budget,
-        known_key=app.state.key_cache.knows,
+        keys=app.state.key_lookup,
         clock=lambda: app.state.clock(),
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     return app

@@ -14,6 +14,11 @@ and comes first; both paths share the KeyCache.
 Revocation (``sbaudit keys revoke``) is effective for the very next request in every API process, on any
 host sharing the data dir: the revoking command appends to ``<data dir>/keys-revoked`` after committing, and
 each KeyCache checks that file on every lookup (see KeyCache and service/revocation.py).
+
+A key is looked up once per process and then served from the KeyCache; a key the database does not know
+(made up, mistyped or revoked) is remembered for a while as well (UnknownKeys), so a client repeating it
+costs no query. The rate limiter (service/ratelimit.py) asks the same KeyLookup which bucket a request goes
+to, before the route does: it then finds the answer cached.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from service.db import Database
 from service.errors import Problem
@@ -90,11 +97,14 @@ def ensure_admin_key(db: Database, key_file: Path) -> str | None:
     return plaintext
 
 
+# Built once: constructing it cost more than the query (each made-up key of a flood is looked up once).
+_KEY_BY_HASH = select(ApiKey.id, ApiKey.owner, ApiKey.is_admin, ApiKey.revoked_at).where(
+    ApiKey.key_hash == bindparam("key_hash")
+)
+
+
 def _lookup_hash(conn: Connection, key_hash: str) -> Principal | None:
-    query = select(ApiKey.id, ApiKey.owner, ApiKey.is_admin, ApiKey.revoked_at).where(
-        ApiKey.key_hash == key_hash
-    )
-    row = conn.execute(query).first()
+    row = conn.execute(_KEY_BY_HASH, {"key_hash": key_hash}).first()
     if row is None or row.revoked_at is not None:
         return None
     return Principal(key_id=row.id, owner=row.owner, is_admin=row.is_admin)
@@ -157,6 +167,72 @@ class KeyCache:
 _NO_MISS = object()
 
 
+class UnknownKeys:
+    """Hashes of keys the database recently said it has no valid key for, each forgotten ``ttl`` seconds
+    after it was last confirmed.
+
+    Bounded: past ``max_entries`` the least recently presented entry goes, so a flood of distinct made-up
+    keys holds a fixed amount of memory (and each of those costs its one query). Revocation only ever adds
+    unknown keys, and a new key is 256 fresh random bits no one can have presented before, so an entry never
+    hides a valid key.
+    """
+
+    def __init__(
+        self, ttl: float = 30.0, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl, self.max_entries, self.clock = ttl, max_entries, clock
+        self._expiries: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, key_hash: str) -> bool:
+        expires = self._expiries.get(key_hash)
+        if expires is None:
+            return False
+        if expires < self.clock():
+            self._expiries.pop(key_hash, None)
+            return False
+        self._expiries.move_to_end(key_hash)
+        return True
+
+    def add(self, key_hash: str) -> None:
+        self._expiries[key_hash] = self.clock() + self.ttl
+        self._expiries.move_to_end(key_hash)
+        while len(self._expiries) > self.max_entries:
+            self._expiries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._expiries)
+
+
+class KeyLookup:
+    """Who holds a key (by its hash): the KeyCache, then UnknownKeys, then the database, which fills them.
+
+    One per app, used on its event loop (by the rate limiter and by the routes' authentication)."""
+
+    def __init__(self, db: Database, cache: KeyCache, unknown: UnknownKeys) -> None:
+        self.db, self.cache, self.unknown = db, cache, unknown
+
+    def verified(self, key_hash: str) -> bool:
+        """Whether this process verified the key recently (no stat, no query: for rate-limit bucketing)."""
+        return self.cache.knows(key_hash)
+
+    def known_unknown(self, key_hash: str) -> bool:
+        """Whether the database said recently that no valid key has this hash."""
+        return key_hash in self.unknown
+
+    async def principal(self, key_hash: str) -> Principal | None:
+        """The key's principal, or None when it is unknown or revoked. Raises what the database raises
+        when it cannot be reached (nothing is cached then)."""
+        principal = self.cache.get(key_hash)
+        if principal is not None or key_hash in self.unknown:
+            return principal
+        principal = await self.db.run_read(_lookup_hash, key_hash)
+        if principal is None:
+            self.unknown.add(key_hash)
+        else:
+            self.cache.put(key_hash, principal)
+        return principal
+
+
 def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
@@ -194,15 +270,9 @@ def cookie_key(request: Request) -> str | None:
 
 
 async def principal_for_key(request: Request, key: str) -> Principal | None:
-    """The owner of ``key``, or None when it is unknown or revoked (recently verified keys from the cache)."""
-    cache: KeyCache = request.app.state.key_cache
-    key_hash = hash_key(key)
-    principal = cache.get(key_hash)
-    if principal is None:
-        principal = await get_db(request).run_read(_lookup_hash, key_hash)
-        if principal is not None:
-            cache.put(key_hash, principal)
-    return principal
+    """The owner of ``key``, or None when it is unknown or revoked (answered from caches when it can be)."""
+    lookup: KeyLookup = request.app.state.key_lookup
+    return await lookup.principal(hash_key(key))
 
 
 CurrentPrincipal = Annotated[Principal, Depends(require_principal)]

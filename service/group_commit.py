@@ -15,6 +15,8 @@ What each write ``fn(session)`` can rely on:
   and must not act outside the database in a way that matters if it does.
 - A database error in a batch (a duplicate key at the flush, say) cannot be pinned on one write: the batch
   rolls back and each of its writes runs again alone, so the error reaches the request that caused it.
+- A write may raise :class:`RunAlone` for the same effect: one that would have to wait for a lock while the
+  batch holds others (a deadlock waiting to happen, service/caps.py) gets its batch run one write at a time.
 - A failed COMMIT fails every write in it. Whether it committed is unknown, so none is run again.
 - The writes run with autoflush off and their rows are flushed together at the end: a query in ``fn``
   sees what was committed before the batch, not the rows of the other writes in it. (Two requests that
@@ -61,6 +63,11 @@ class _RunAlone(Exception):
     """A database error that cannot be pinned on one write of the batch: each runs again on its own."""
 
 
+class RunAlone(Exception):
+    """Raised by a write that cannot go on inside a batch of others: the batch rolls back and each of its
+    writes runs again in a transaction of its own. A write alone that raises it fails like any other."""
+
+
 def _apply(batch: list[_Write], session: Session) -> list[Any]:
     results = []
     with session.no_autoflush:
@@ -71,6 +78,10 @@ def _apply(batch: list[_Write], session: Session) -> list[Any]:
                 if len(batch) > 1:
                     raise _RunAlone from None
                 raise
+            except RunAlone as exc:
+                if len(batch) > 1:
+                    raise _RunAlone from None
+                raise _WriteFailed(write, exc) from None
             except Exception as exc:
                 raise _WriteFailed(write, exc) from None
     try:

@@ -2,20 +2,27 @@
 
 Two budgets, each a token bucket: every request (SBAUDIT_RATE_LIMIT_PER_SECOND, burst
 SBAUDIT_RATE_LIMIT_BURST) and, on top, the POSTs that create a job (SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE, burst
-SBAUDIT_JOB_RATE_LIMIT_BURST); the job budget is spent only by requests that succeed (a refused request
-queues nothing). A rate of 0 disables that budget. /healthz, /readyz and /metrics are exempt.
+SBAUDIT_JOB_RATE_LIMIT_BURST). A request takes its tokens before it runs, with no await between the check
+and the take, so concurrent requests cannot all pass on the same token; a job-creating request that queues
+nothing (answered 4xx or 5xx, or failing) gets its job token back. A rate of 0 disables that budget.
+/healthz, /readyz and /metrics are exempt.
 
-The hot path is a SHA-256 of the key and a few dict lookups: no database, no thread hop. A request counts
-against its API key's bucket; while this process has not verified the key (it is not in the KeyCache: a
-first request, or a made-up key) it counts against the client address's bucket as well, and a request
-without a key only against the address's, so inventing keys buys no fresh budget. The buckets live in each API process: with K uvicorn workers or K
-API replicas the effective limit is K times the setting. At most ``max_buckets`` are kept; the least
-recently used go first (a bucket idle for burst/rate seconds is full again, the same as a new one).
+A request counts against its API key's bucket once the key is known to be valid, and against the client
+address's bucket when it has no key or the database said its key is not valid (made up, mistyped, revoked;
+service/auth.py KeyLookup remembers that answer for a while, so repeating a made-up key costs no query). A
+key this process has not verified yet is looked up before it is charged: a flood of made-up keys from one
+address empties that address's bucket, never a valid key's, and inventing keys buys no fresh budget. The
+client address is the peer, or the client a trusted proxy names in X-Forwarded-For
+(SBAUDIT_FORWARDED_ALLOW_IPS; service/app.py). A verified key costs a SHA-256 and a few dict lookups: no
+database, no thread hop.
+
+The buckets live in each API process: with K uvicorn workers or K API replicas the effective limit is K times
+the setting. At most ``max_buckets`` are kept; the least recently used go first (a bucket idle for
+burst/rate seconds is full again, the same as a new one).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -25,6 +32,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.auth import KeyLookup, hash_key
+from service.db import DATABASE_UNAVAILABLE
 from service.errors import PROBLEM_JSON
 from service.settings import Settings
 
@@ -87,6 +96,12 @@ class TokenBuckets:
         if bucket is not None:
             bucket.tokens -= 1.0
 
+    def refund(self, client: str) -> None:
+        """Give back a token taken for a request that turned out not to spend it."""
+        bucket = self._buckets.get(client)
+        if bucket is not None:
+            bucket.tokens = min(float(self.budget.burst), bucket.tokens + 1.0)
+
     def __len__(self) -> int:
         return len(self._buckets)
 
@@ -107,7 +122,7 @@ def _presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
 
 class RateLimitMiddleware:
-    """``known_key(key_hash)`` says whether a key hash was verified recently (KeyCache.knows)."""
+    """Charges each request to its buckets before it runs; ``keys`` tells valid keys from others."""
 
     def __init__(
         self,
@@ -115,35 +130,43 @@ class RateLimitMiddleware:
         *,
         requests: Budget,
         jobs: Budget,
-        known_key: Callable[[str], bool],
+        keys: KeyLookup,
         clock: Callable[[], float] = time.monotonic,
         max_buckets: int = MAX_BUCKETS,
     ) -> None:
         self.app = app
-        self.known_key = known_key
+        self.keys = keys
         self.limits = [
             (TokenBuckets(budget, clock, max_buckets, job_only=job_only), job_only)
             for budget, job_only in ((requests, False), (jobs, True))
             if budget.enabled
         ]
 
-    def _clients(self, scope: Scope) -> list[tuple[str, str]]:
+    async def _clients(self, scope: Scope) -> list[tuple[str, str]]:
         """The buckets (id, who) a request is counted against."""
         client = scope.get("client")
         address = ("ip:" + (client[0] if client else "unknown"), "client")
         token = _presented_key(scope["headers"])
         if token is None:
             return [address]
-        key_hash = hashlib.sha256(token).hexdigest()
+        key_hash = hash_key(token.decode("latin-1"))  # as the route will hash it (Starlette decodes latin-1)
         key = ("key:" + key_hash, "key")
-        return [key] if self.known_key(key_hash) else [key, address]
+        if self.keys.verified(key_hash):
+            return [key]
+        if self.keys.known_unknown(key_hash):
+            return [address]
+        try:
+            valid = await self.keys.principal(key_hash) is not None
+        except DATABASE_UNAVAILABLE:
+            return [key]  # no one can tell; the route's own lookup fails alike and answers 503
+        return [key] if valid else [address]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.limits or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
         creates_job = scope["method"] == "POST" and scope["path"].rstrip("/") in JOB_CREATING_PATHS
-        clients = self._clients(scope)
+        clients = await self._clients(scope)
         charges = [
             (buckets, client)
             for buckets, job_only in self.limits
@@ -155,22 +178,27 @@ class RateLimitMiddleware:
             if wait > 0:
                 await _too_many(send, scope, buckets.budget, who, wait)
                 return
-        # The job budget pays for work queued: a refused request (4xx) costs only the request budget.
         for buckets, (client, _who) in charges:
-            if not buckets.job_only:
-                buckets.take(client)
-        deferred = [(buckets, client) for buckets, (client, _who) in charges if buckets.job_only]
-        if not deferred:
+            buckets.take(client)
+        refundable = [(buckets, client) for buckets, (client, _who) in charges if buckets.job_only]
+        if not refundable:
             await self.app(scope, receive, send)
             return
 
-        async def charge_on_success(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] < 400:
-                for buckets, client in deferred:
-                    buckets.take(client)
+        status: int | None = None
+
+        async def note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
             await send(message)
 
-        await self.app(scope, receive, charge_on_success)
+        try:
+            await self.app(scope, receive, note_status)
+        finally:
+            if status is None or status >= 400:  # the job budget pays for work queued, and none was
+                for buckets, client in refundable:
+                    buckets.refund(client)
 
 
 def _describe(budget: Budget) -> str:

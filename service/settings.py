@@ -6,11 +6,12 @@ class, so a deployment is described by one set of environment variables (see doc
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, model_validator
+from pydantic import Field, PositiveFloat, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -90,12 +91,42 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=100, ge=1)
     job_rate_limit_per_minute: float = Field(default=60.0, ge=0)
     job_rate_limit_burst: int = Field(default=20, ge=1)
+    # Caps (service/caps.py); 0 = no cap. Active jobs per owner are counted in the database, so the cap
+    # holds across API processes; streams and long polls are counted per key in each API process.
+    max_active_jobs_per_owner: int = Field(
+        default=100, ge=0, description="Queued, running and canceling jobs one owner may have."
+    )
+    max_streams_per_key: int = Field(
+        default=8, ge=0, description="Open GET /v1/jobs/{id}/events streams per key, per API process."
+    )
+    max_long_polls_per_key: int = Field(
+        default=16, ge=0, description="GET /v1/jobs/{id}?wait= requests waiting at once per key, per process."
+    )
+    # Peers whose X-Forwarded-For names the client (service/app.py): comma-separated IPs or networks, or *.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     # Bytes of artifacts an owner may hold (service/quota.py); 0 = unlimited.
     owner_quota_bytes: int = Field(default=20 << 30, ge=0)
 
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=200, ge=1)
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        """Each entry an IP address or a network (``10.0.0.0/8``), or ``*`` alone: uvicorn would take a
+        misspelt entry for a host name no peer ever has, and trust nobody without a word."""
+        entries = [entry.strip() for entry in value.split(",")]
+        if entries == ["*"]:
+            return "*"
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (comma-separated list, or * for any peer)"
+                ) from exc
+        return ",".join(entries)
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

@@ -4,7 +4,8 @@ With an ``Idempotency-Key`` header the first response is stored per (owner, key)
 the request; a retry with the same request gets that response again (no second job), and the same key with
 a different request is a 422. The record is written in the transaction that creates the resource, so a
 retry racing the original either sees the record or loses on the primary key and replays. An owner at or
-over their storage quota gets 507 here (service/quota.py); a replay is still answered.
+over their storage quota gets 507 here (service/quota.py), one with as many active jobs as they may have a
+429 (service/caps.py); a replay is still answered.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.auth import Principal
+from service.caps import check_active_jobs
 from service.dispatch import Executor
 from service.errors import Problem, field_error
 from service.models import IdempotencyRecord, utcnow
@@ -87,6 +89,7 @@ async def submit(
             if replay is not None:
                 return replay
         request.app.state.usage_gate.check(session, principal.owner, settings.owner_quota_bytes)
+        check_active_jobs(session, principal.owner, settings.max_active_jobs_per_owner)
         payload, location, job_id = build(session)
         if digest is not None:
             session.add(

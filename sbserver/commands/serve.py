@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         "access_log": settings.access_log,
         # Long-polls (?wait=) would otherwise hold a Ctrl-C for up to a minute.
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        # The app reads X-Forwarded-For itself, trusting SBAUDIT_FORWARDED_ALLOW_IPS (service/app.py).
+        "proxy_headers": False,
     }
     if settings.api_workers > 1:
         db.dispose()  # each API process opens its own pool (sbserver/asgi.py)

@@ -52,7 +52,9 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: problem("No such resource for this owner (problem+json)."),
     422: problem("The request is invalid; `errors` names each field (problem+json)."),
     429: problem(
-        "Too many requests for this key; retry after Retry-After seconds (problem+json).", _RETRY_AFTER
+        "Too many requests for this key, or too many jobs, event streams or long polls open at once; retry "
+        "after Retry-After seconds (problem+json).",
+        _RETRY_AFTER,
     ),
     503: problem(
         "The database is unavailable; retry after Retry-After seconds (problem+json).", _RETRY_AFTER

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Connection, bindparam, select
+from starlette.types import Receive, Scope, Send
 
 from service.auth import DB, CurrentPrincipal, Principal
+from service.caps import KeySlots
 from service.db import DATABASE_UNAVAILABLE
 from service.errors import Problem, not_found
 from service.ids import looks_like
@@ -86,17 +88,26 @@ def _read_job(conn: Connection, principal: Principal, job_id: str) -> JobRead:
 )
 async def get_job(
     job_id: str,
+    request: Request,
     principal: CurrentPrincipal,
     db: DB,
     wait: Annotated[
         float, Query(ge=0, le=60, description="Seconds to wait for the job to finish before answering.")
     ] = 0,
 ) -> Response:
+    """With `wait`, a job that has not ended yet is answered when it ends or the time is up, whichever comes
+    first; a key may have SBAUDIT_MAX_LONG_POLLS_PER_KEY such requests waiting at once (429 past it)."""
     job = await db.run_read(_read_job, principal, job_id)
-    deadline = time.monotonic() + wait
-    while job.state not in TERMINAL_STATES and time.monotonic() < deadline:
-        await anyio.sleep(min(_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-        job = await db.run_read(_read_job, principal, job_id)
+    if wait <= 0 or job.state in TERMINAL_STATES:
+        return model_response(job)
+    long_polls: KeySlots = request.app.state.long_polls
+    with long_polls.hold(principal.key_id):
+        deadline = time.monotonic() + wait
+        while job.state not in TERMINAL_STATES and time.monotonic() < deadline:
+            await anyio.sleep(min(_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            if await request.is_disconnected():
+                break  # no one is waiting for the answer: give the slot back now
+            job = await db.run_read(_read_job, principal, job_id)
     return model_response(job)
 
 
@@ -179,8 +190,12 @@ async def job_event_stream(
     },
 )
 async def job_events(job_id: str, request: Request, principal: CurrentPrincipal, db: DB) -> StreamingResponse:
+    """A key may have SBAUDIT_MAX_STREAMS_PER_KEY streams of jobs that have not ended open at once (429
+    past it)."""
     first = await db.run_read(_read_job, principal, job_id)  # 404 before streaming
     settings = settings_of(request)
+    streams: KeySlots = request.app.state.streams
+    release = None if first.state in TERMINAL_STATES else streams.take(principal.key_id)
 
     last = first
 
@@ -203,8 +218,29 @@ async def job_events(job_id: str, request: Request, principal: CurrentPrincipal,
         max_seconds=settings.events_max_seconds,
         first=first,
     )
-    return StreamingResponse(
+    return _SlotStream(
         stream,
+        release=release,
         media_type="text/event-stream; charset=utf-8",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+class _SlotStream(StreamingResponse):
+    """A streaming response that gives its key's stream slot back (``release``; None: it holds none) when it
+    ends, however it ends: the job ended, the stream's time was up, the client went away (Starlette then
+    cancels the stream, which may be waiting to send rather than inside the generator, so the generator's
+    own ``finally`` could run late)."""
+
+    def __init__(
+        self, content: AsyncIterator[str], *, release: Callable[[], None] | None, **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.release is not None:
+                self.release()

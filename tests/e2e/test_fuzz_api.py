@@ -68,6 +68,8 @@ FUZZ_SERVER_ENV = {
     # The fuzzer sends requests as fast as it can: rate limits would answer most of them with 429.
     "SBAUDIT_RATE_LIMIT_PER_SECOND": "0",
     "SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE": "0",
+    # Nor should the per-owner cap on active jobs: the creates pile up faster than one worker runs them.
+    "SBAUDIT_MAX_ACTIVE_JOBS_PER_OWNER": "0",
     # GET /v1/jobs/{id}/events of a job that never ends would stream until this (a request each).
     "SBAUDIT_EVENTS_MAX_SECONDS": "1",
 }
