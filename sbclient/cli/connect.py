@@ -20,8 +20,12 @@ if TYPE_CHECKING:
     from sbclient import Client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-# What `add_subparsers()` returns: each command module's register() adds its parsers to it.
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+# What `add_subparsers()` returns: each command module's register() adds its parsers to it. The class is
+# generic only in the type stubs: Python 3.11 cannot subscript it at run time.
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    Subparsers = argparse._SubParsersAction
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
