@@ -96,7 +96,10 @@ def _field_path(field: str, where: str) -> tuple[str, ...]:
 
 def parse_fail_on(values: Iterable[str]) -> frozenset[str]:
     """``["exclusively_s,mostly_s"]`` -> the verdict codes; an unknown one is a CliError."""
+    values = list(values)
     codes = {part.strip() for value in values for part in value.split(",") if part.strip()}
+    if values and not codes:
+        raise CliError(f"--fail-on: name at least one verdict code ({', '.join(VERDICT_CODES)})")
     unknown = sorted(codes - set(VERDICT_CODES))
     if unknown:
         raise CliError(f"--fail-on: unknown verdict code {unknown[0]!r} (choose from: {', '.join(VERDICT_CODES)})")
@@ -161,6 +164,10 @@ def _value(results: Any, condition: Condition) -> float:
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Exit status: 0 done and no gate tripped, 1 the job failed or was canceled, 2 a usage error or a "
+        "refusal, 3 a gate tripped (docs/cli.md, 'Gates in CI')."
+    )
     parser.add_argument(
         "--fail-on",
         action="append",

@@ -137,7 +137,7 @@ def _register_audits(subparsers: Subparsers, common: argparse.ArgumentParser) ->
         "--simple-blocks", help="block indices forming S, e.g. 0 or 0,2 (default: the dataset's)"
     )
     run.add_argument("--options", help='JSON (or @file) options per check, e.g. \'{"pgd": {"eps": 0.25}}\'')
-    run.add_argument("--verdict-thresholds",
+    run.add_argument("--verdict-thresholds", metavar="JSON",
                      help='JSON (or @file) thresholds of the verdict, e.g. \'{"chance_margin": 0.05}\'')  # fmt: skip
     run.add_argument("--split", help="test (default), val or train")
     run.add_argument("--repeats", type=int, help="permutations averaged per figure")

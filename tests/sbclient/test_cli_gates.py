@@ -76,6 +76,8 @@ def test_fail_on_takes_codes_comma_separated_and_repeated():
     assert parse_fail_on([]) == frozenset()
     with pytest.raises(CliError, match="unknown verdict code 'simplicity_biased' \\(choose from: exclusively_s"):
         parse_fail_on(["exclusively_s,simplicity_biased"])
+    with pytest.raises(CliError, match="--fail-on: name at least one verdict code"):
+        parse_fail_on([" , "])
 
 
 # --- judging an audit -----------------------------------------------------------------------------------
