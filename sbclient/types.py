@@ -105,6 +105,7 @@ class Audit(_Resource):
     split: str
     repeats: int
     seed: int
+    verdict_thresholds: dict[str, float] | None
     verdict: str | None
     verdict_code: str | None
     results: dict[str, Any] | None

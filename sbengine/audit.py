@@ -5,11 +5,14 @@ generalization, pgd, uap, ensemble); each check's module says what it measures a
 every option with the paper's default. This module only merges the options, runs the requested checks in
 the order asked, scales their progress into one bar, and reads the verdict off the randomization metrics
 (``sbengine.metrics.verdict``), which it computes without figures when the randomization check was not
-requested. ``audit_figures`` and ``report_sections`` turn a result into what the worker stores.
+requested, with the audit's ``verdict_thresholds`` (``sbengine.metrics.VerdictThresholds``; the ensemble
+check's member verdicts use them too) and echoes those in the result. ``audit_figures`` and
+``report_sections`` turn a result into what the worker stores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -17,7 +20,7 @@ import torch
 from sbengine.checks import CHECKS, CheckContext
 from sbengine.data.dataset import Dataset
 from sbengine.device import cpu_threads_for, resolve_device
-from sbengine.metrics import randomization, verdict
+from sbengine.metrics import VerdictThresholds, randomization, verdict
 from sbengine.progress import Progress, ProgressCallback
 
 
@@ -53,9 +56,11 @@ def run_audit(
     device: str = "cpu",
     options: dict[str, dict[str, Any]] | None = None,
     members: list[torch.nn.Module] | None = None,
+    verdict_thresholds: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Run ``checks`` and return ``{"verdict", "verdict_code", "results": {check: ...}}`` (JSON-able)."""
+    """Run ``checks`` and return ``{"verdict", "verdict_code", "verdict_thresholds", "results": {check: ...}}``
+    (JSON-able). ``verdict_thresholds`` overrides some or all of VerdictThresholds' defaults."""
     unknown = [c for c in checks if c not in CHECKS]
     if unknown or not checks:
         problem = f"unknown audit check {unknown[0]!r}" if unknown else "an audit needs at least one check"
@@ -66,16 +71,18 @@ def run_audit(
         raise ValueError(f"the {needs_members[0]} check needs an ensemble model (ensemble_size > 1 or several "
                          "model ids)")
     opts = check_options(checks, options)
+    thresholds = VerdictThresholds.from_dict(verdict_thresholds)
     dataset.split(split)
     device = resolve_device(device)
     model.to(device).eval()
     with cpu_threads_for(model, device):
         return _run_audit(model, dataset, checks=checks, opts=opts, simple_blocks=simple_blocks, split=split,
-                          repeats=repeats, seed=seed, device=device, members=members, progress=progress)
+                          repeats=repeats, seed=seed, device=device, members=members, thresholds=thresholds,
+                          progress=progress)
 
 
 def _run_audit(model, dataset, *, checks, opts, simple_blocks, split, repeats, seed, device, members,
-               progress) -> dict[str, Any]:
+               thresholds, progress) -> dict[str, Any]:
     simple = list(dataset.simple_blocks if simple_blocks is None else simple_blocks)
     results: dict[str, Any] = {}
 
@@ -92,16 +99,16 @@ def _run_audit(model, dataset, *, checks, opts, simple_blocks, split, repeats, s
     for i, name in enumerate(checks):
         context = CheckContext(model=model, dataset=dataset, simple_blocks=simple, split=split, repeats=repeats,
                                seed=seed, device=device, options=opts[name], members=members,
-                               progress=staged(i))
+                               verdict_thresholds=thresholds, progress=staged(i))
         results[name] = CHECKS[name].run(context)
     # The verdict is defined on the randomization metrics: reuse them when that check ran.
     rand = results.get("randomization")
     if rand is None:
         rand = randomization(model, dataset, simple_blocks=simple, split=split, repeats=repeats, seed=seed,
                              device=device)
-    v = verdict(rand, dataset)
-    return {"verdict": v["text"], "verdict_code": v["code"], "simple_blocks": simple, "seed": seed,
-            "split": split, "results": results}
+    v = verdict(rand, dataset, thresholds)
+    return {"verdict": v["text"], "verdict_code": v["code"], "verdict_thresholds": thresholds.to_dict(),
+            "simple_blocks": simple, "seed": seed, "split": split, "results": results}
 
 
 def audit_figures(audit: dict[str, Any], dataset: Dataset) -> dict[str, bytes]:

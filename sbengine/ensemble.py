@@ -28,7 +28,7 @@ from sbengine.data.dataset import Dataset
 from sbengine.device import cpu_threads_for, generator, resolve_device, seed_everything
 from sbengine.ensemble_train import train_stacked
 from sbengine.evaluation import accuracy_and_loss, predict_logits
-from sbengine.metrics import randomization, verdict
+from sbengine.metrics import DEFAULT_THRESHOLDS, VerdictThresholds, randomization, verdict
 from sbengine.models import build_model, resolve_architecture
 from sbengine.progress import Progress, ProgressCallback
 from sbengine.train import TrainConfig, TrainResult, train
@@ -267,7 +267,8 @@ def _nan_to_none(v: float) -> float | None:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def _reliance(model: nn.Module, dataset: Dataset, *, simple_blocks, repeats, seed, device) -> dict[str, Any]:
+def _reliance(model: nn.Module, dataset: Dataset, *, simple_blocks, repeats, seed, device,
+              thresholds: VerdictThresholds) -> dict[str, Any]:
     r = randomization(model, dataset, simple_blocks=simple_blocks, repeats=repeats, seed=seed, device=device)
     out: dict[str, Any] = {"test_accuracy": r["accuracy"], "auc": _nan_to_none(r["auc"])}
     for key in ("auc", "accuracy"):
@@ -275,7 +276,7 @@ def _reliance(model: nn.Module, dataset: Dataset, *, simple_blocks, repeats, see
             summary = r[f"{part}_randomized_{key}"]
             out[f"{part}_randomized_{key}"] = {"mean": _nan_to_none(summary["mean"]),
                                                "std": _nan_to_none(summary["std"])}
-    out["verdict_code"] = verdict(r, dataset)["code"]
+    out["verdict_code"] = verdict(r, dataset, thresholds)["code"]
     return out
 
 
@@ -288,6 +289,7 @@ def ensemble_audit_summary(
     repeats: int = 5,
     seed: int = 0,
     device: str = "cpu",
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
 ) -> dict[str, Any]:
     """Test accuracy, standard / S-randomized / S^c-randomized AUC and accuracy, and the reliance verdict of
     every member and of the ensemble (same permutations for all), so a user sees at a glance whether the
@@ -296,7 +298,8 @@ def ensemble_audit_summary(
     ensemble.to(device).eval()
     for m in members:
         m.to(device).eval()
-    kwargs = {"simple_blocks": simple_blocks, "repeats": repeats, "seed": seed, "device": device}
+    kwargs = {"simple_blocks": simple_blocks, "repeats": repeats, "seed": seed, "device": device,
+              "thresholds": thresholds}
     with cpu_threads_for(ensemble, device):
         rows = [_reliance(m, dataset, **kwargs) for m in members]
         whole = _reliance(ensemble, dataset, **kwargs)

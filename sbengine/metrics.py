@@ -10,6 +10,8 @@ the mean and standard deviation over ``repeats`` independent permutations.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -25,10 +27,49 @@ DEPENDENCE_METHODS = ("random", "swap")
 # Per-coordinate dependence is reported when the input has at most this many coordinates.
 MAX_COORDINATES_FOR_PER_COORDINATE = 512
 
-# Verdict thresholds, on ROC-AUC (binary tasks) or accuracy (otherwise):
-CHANCE_BAND = 0.10  # randomized metric within chance ± this -> the model no longer predicts
-UNCHANGED_BAND = 0.02  # randomized metric within this of the standard one -> the model ignores that part
-MIN_PREDICTIVE = 0.60  # below this the model is not predictive enough to audit
+
+@dataclass(frozen=True)
+class VerdictThresholds:
+    """The numbers the verdict's rules compare with, on ROC-AUC (binary tasks) or accuracy (otherwise).
+
+    The defaults are the ones the verdict has always used; an audit may set its own (a pipeline that wants a
+    stricter "exclusively"), and every audit result says which it used, so a verdict can be read back.
+    """
+
+    min_predictive: float = 0.60  # standard metric below this -> not predictive enough to audit
+    chance_margin: float = 0.10  # randomized metric within chance ± this -> the model no longer predicts
+    unchanged_margin: float = 0.02  # randomized metric at most this below standard -> that part is ignored
+    mostly_ratio: float = 2.0  # one randomization costs more than this times the other -> "mostly"
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in THRESHOLD_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ValueError(f"verdict_thresholds.{name} must be a number in [{low}, {high}], got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    @classmethod
+    def from_dict(cls, given: Mapping[str, Any] | None) -> VerdictThresholds:
+        """The defaults overridden by ``given``; unknown keys are errors."""
+        given = dict(given or {})
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(given) - set(allowed))
+        if unknown:
+            raise ValueError(f"verdict_thresholds: unknown threshold {unknown[0]!r} (allowed: {', '.join(allowed)})")
+        return cls(**given)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+# The closed range each threshold may take (the API's schema mirrors them).
+THRESHOLD_RANGES: dict[str, tuple[float, float]] = {
+    "min_predictive": (0.0, 1.0),
+    "chance_margin": (0.0, 1.0),
+    "unchanged_margin": (0.0, 1.0),
+    "mostly_ratio": (1.0, 100.0),
+}
+DEFAULT_THRESHOLDS = VerdictThresholds()
 
 
 class Canonical:
@@ -234,26 +275,32 @@ def default_groups(dataset: Dataset) -> dict[str, list[int]]:
     return groups
 
 
-def classify(standard: float, s_randomized: float, sc_randomized: float, *, chance: float = 0.5) -> str:
+def classify(standard: float, s_randomized: float, sc_randomized: float, *, chance: float = 0.5,
+             thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> str:
     """Category of reliance from one metric measured standard, S-randomized and S^c-randomized.
 
-    - ``not_predictive``: standard < MIN_PREDICTIVE.
-    - ``exclusively_s``: S-randomized within CHANCE_BAND of chance and S^c-randomized within UNCHANGED_BAND
-      of standard — the paper's "relies exclusively on S and is invariant to S^c" (Table 1).
+    With t = ``thresholds``, in this order:
+
+    - ``not_predictive``: standard < t.min_predictive.
+    - ``exclusively_s``: S-randomized within t.chance_margin of chance and S^c-randomized at most
+      t.unchanged_margin below standard — the paper's "relies exclusively on S and is invariant to S^c"
+      (Table 1).
     - ``exclusively_sc``: the mirror image.
-    - ``mostly_s`` / ``mostly_sc``: one randomization costs more than twice as much as the other.
+    - ``mostly_s`` / ``mostly_sc``: one randomization costs more than t.mostly_ratio times as much as the other
+      (and more than t.unchanged_margin).
     - ``both``: otherwise.
     """
-    if standard < MIN_PREDICTIVE:
+    t = thresholds
+    if standard < t.min_predictive:
         return "not_predictive"
     drop_s, drop_sc = standard - s_randomized, standard - sc_randomized
-    if abs(s_randomized - chance) <= CHANCE_BAND and drop_sc <= UNCHANGED_BAND:
+    if abs(s_randomized - chance) <= t.chance_margin and drop_sc <= t.unchanged_margin:
         return "exclusively_s"
-    if abs(sc_randomized - chance) <= CHANCE_BAND and drop_s <= UNCHANGED_BAND:
+    if abs(sc_randomized - chance) <= t.chance_margin and drop_s <= t.unchanged_margin:
         return "exclusively_sc"
-    if drop_s > 2 * max(drop_sc, 0.0) and drop_s > UNCHANGED_BAND:
+    if drop_s > t.mostly_ratio * max(drop_sc, 0.0) and drop_s > t.unchanged_margin:
         return "mostly_s"
-    if drop_sc > 2 * max(drop_s, 0.0) and drop_sc > UNCHANGED_BAND:
+    if drop_sc > t.mostly_ratio * max(drop_s, 0.0) and drop_sc > t.unchanged_margin:
         return "mostly_sc"
     return "both"
 
@@ -273,7 +320,8 @@ VERDICT_TEXT = {
 }
 
 
-def verdict(randomization_result: dict[str, Any], dataset: Dataset) -> dict[str, str]:
+def verdict(randomization_result: dict[str, Any], dataset: Dataset,
+            thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> dict[str, str]:
     """Plain-language verdict from a ``randomization`` result: AUC for binary tasks, else accuracy."""
     r = randomization_result
     use_auc = not math.isnan(r["auc"])
@@ -281,7 +329,7 @@ def verdict(randomization_result: dict[str, Any], dataset: Dataset) -> dict[str,
     key = "auc" if use_auc else "accuracy"
     chance = 0.5 if use_auc else 1.0 / dataset.num_classes
     std, s, sc = r[key], r[f"s_randomized_{key}"]["mean"], r[f"sc_randomized_{key}"]["mean"]
-    code = classify(std, s, sc, chance=chance)
+    code = classify(std, s, sc, chance=chance, thresholds=thresholds)
     text = VERDICT_TEXT[code].format(
         metric=metric, std=std, s=s, sc=sc,
         s_names=", ".join(dataset.blocks[i].name for i in r["simple_blocks"]),

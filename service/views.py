@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy import ColumnElement, Text, cast, or_, select
 from sqlalchemy.orm import Session
 
 from service.models import Artifact, Audit, Dataset, Job, Model
-from service.schemas.audits import AuditRead
+from service.schemas.audits import AuditRead, VerdictCode
 from service.schemas.common import ArtifactRead
 from service.schemas.datasets import DatasetRead
 from service.schemas.jobs import JobRead
@@ -124,8 +125,10 @@ def audit_read(row: Audit, artifacts: list[ArtifactRead]) -> AuditRead:
         split=params.get("split", "test"),
         repeats=params.get("repeats", 1),
         seed=params.get("seed", 0),
+        verdict_thresholds=params.get("verdict_thresholds"),
         verdict=row.verdict,
-        verdict_code=row.verdict_code,
+        # Only the worker writes it, from the engine's categories; AuditRead validates it all the same.
+        verdict_code=typing.cast(VerdictCode | None, row.verdict_code),
         results=row.results,
         sections=row.sections,
         environment=params.get("environment"),

@@ -3,7 +3,8 @@ running server (``--url`` / ``$SBAUDIT_URL``, ``--key`` / ``$SBAUDIT_API_KEY``),
 
 Results go to stdout (a readable summary, or the resource's JSON with ``--json``), progress to stderr.
 ``--wait`` on a create command follows the job with a progress bar and exits 1 unless it succeeded. A
-refusal is one line, ``sbaudit: error: 422 body.n_train: ...`` (exit status 2).
+refusal is one line, ``sbaudit: error: 422 body.n_train: ...`` (exit status 2). ``audits run --wait`` and
+``audits show`` take gates (sbclient.cli.gates): exit status 3 when one trips.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sbclient.cli import gates as cli_gates
 from sbclient.cli import upload as cli_upload
 from sbclient.cli.connect import Subparsers, client_command, connection_parent, int_list, json_option
 from sbclient.cli.errors import CliError
@@ -63,7 +66,8 @@ def _show_and_list(
     show: Callable[[argparse.Namespace], int],
     list_: Callable[[argparse.Namespace], int],
     filters: dict[str, str],
-) -> None:
+) -> argparse.ArgumentParser:
+    """Add the ``show`` and ``list`` actions; returns the ``show`` parser."""
     show_parser = actions.add_parser("show", parents=[common], help=f"show one {kind}")
     show_parser.add_argument("id")
     show_parser.set_defaults(handler=show)
@@ -74,6 +78,7 @@ def _show_and_list(
     for option, help in filters.items():
         list_parser.add_argument(option, help=help)
     list_parser.set_defaults(handler=list_)
+    return show_parser
 
 
 def _register_datasets(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -132,14 +137,18 @@ def _register_audits(subparsers: Subparsers, common: argparse.ArgumentParser) ->
         "--simple-blocks", help="block indices forming S, e.g. 0 or 0,2 (default: the dataset's)"
     )
     run.add_argument("--options", help='JSON (or @file) options per check, e.g. \'{"pgd": {"eps": 0.25}}\'')
+    run.add_argument("--verdict-thresholds", metavar="JSON",
+                     help='JSON (or @file) thresholds of the verdict, e.g. \'{"chance_margin": 0.05}\'')  # fmt: skip
     run.add_argument("--split", help="test (default), val or train")
     run.add_argument("--repeats", type=int, help="permutations averaged per figure")
     run.add_argument("--seed", type=int)
     run.add_argument("--combine", help="how an ensemble combines its members: logits (default) or probs")
     _wait_option(run)
+    cli_gates.add_options(run)
     run.set_defaults(handler=run_audit)
-    _show_and_list(actions, common, "audit", show_audit, list_audits,
-                   {"--status": "ready, failed, ...", "--model-id": "audits of this model"})  # fmt: skip
+    show = _show_and_list(actions, common, "audit", show_audit, list_audits,
+                          {"--status": "ready, failed, ...", "--model-id": "audits of this model"})  # fmt: skip
+    cli_gates.add_options(show)
     report = actions.add_parser("report", parents=[common], help="save an audit's HTML report")
     report.add_argument("id")
     report.add_argument("-o", "--output", type=Path, help="the file to write (default: <id>.html)")
@@ -212,17 +221,30 @@ def train_model(args: argparse.Namespace, client: Client) -> int:
 
 @client_command
 def run_audit(args: argparse.Namespace, client: Client) -> int:
+    gates = cli_gates.from_args(args)
+    if gates and not args.wait:
+        raise CliError("--fail-on / --fail-if need --wait (or gate a finished audit: sbaudit audits show ID ...)")
     body = _body(args, {
         "model_id": args.model_id, "model_ids": _names(args.model_ids), "dataset_id": args.dataset_id,
         "checks": _names(args.checks), "simple_blocks": int_list(args.simple_blocks, "--simple-blocks"),
         "options": json_option(args.options, "--options"), "split": args.split, "repeats": args.repeats,
         "seed": args.seed, "combine": args.combine,
+        "verdict_thresholds": json_option(args.verdict_thresholds, "--verdict-thresholds"),
     })  # fmt: skip
-    return _created(args, client, "audit", client.run_audit(body))
+    if isinstance(body.get("checks"), list):
+        gates.require_checks(body["checks"])
+    return _created(args, client, "audit", client.run_audit(body), gates)
 
 
-def _created(args: argparse.Namespace, client: Client, kind: str, created: Mapping[str, Any]) -> int:
-    """Report a queued resource; with --wait, follow its job and show the finished resource."""
+def _created(
+    args: argparse.Namespace,
+    client: Client,
+    kind: str,
+    created: Mapping[str, Any],
+    gates: cli_gates.Gates | None = None,
+) -> int:
+    """Report a queued resource; with --wait, follow its job, show the finished resource and, for an audit
+    that succeeded, judge its gates."""
     from sbclient.cli import render as cli_render
     from sbclient.cli.watch import watch_job
 
@@ -236,8 +258,11 @@ def _created(args: argparse.Namespace, client: Client, kind: str, created: Mappi
         return 0
     job = watch_job(client, created["job_id"], cli_render.console(stderr=True))
     getter = {"dataset": client.get_dataset, "model": client.get_model, "audit": client.get_audit}[kind]
-    _show(args, kind, getter(created["id"]), client)
-    return 0 if job["state"] == "succeeded" else 1
+    resource = getter(created["id"])
+    _show(args, kind, resource, client)
+    if job["state"] != "succeeded":
+        return 1
+    return gates.judge(resource) if gates else 0
 
 
 def _show(args: argparse.Namespace, kind: str, resource: Any, client: Client) -> None:
@@ -291,8 +316,19 @@ def list_models(args: argparse.Namespace, client: Client) -> int:
 
 @client_command
 def show_audit(args: argparse.Namespace, client: Client) -> int:
-    _show(args, "audit", client.get_audit(args.id), client)
-    return 0
+    gates = cli_gates.from_args(args)
+    audit = client.get_audit(args.id)
+    _show(args, "audit", audit, client)
+    if not gates:
+        return 0
+    status = audit.get("status")
+    if status in ("failed", "canceled"):
+        print(f"gates not judged: audit {audit['id']} is {status}", file=sys.stderr)
+        return 1
+    if status != "ready":
+        raise CliError(f"audit {audit['id']} is {status}: gates need a finished audit "
+                       f"(wait for it with: sbaudit jobs watch {audit.get('job_id')})")  # fmt: skip
+    return gates.judge(audit)
 
 
 @client_command

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from sbengine.data.dataset import Dataset
+from sbengine.metrics import DEFAULT_THRESHOLDS, VerdictThresholds
 from sbengine.progress import ProgressCallback
 
 DASH = "—"
@@ -42,7 +43,8 @@ DASH = "—"
 @dataclass
 class CheckContext:
     """Everything a check's ``run`` may use. ``options`` are this check's, defaults filled in;
-    ``progress`` reports within this check only (the audit scales it into its share of the whole)."""
+    ``verdict_thresholds`` are the audit's, for a check that gives verdicts of its own (the ensemble's
+    members); ``progress`` reports within this check only (the audit scales it into its share of the whole)."""
 
     model: torch.nn.Module
     dataset: Dataset
@@ -53,6 +55,7 @@ class CheckContext:
     device: str
     options: dict[str, Any] = field(default_factory=dict)
     members: list[torch.nn.Module] | None = None
+    verdict_thresholds: VerdictThresholds = DEFAULT_THRESHOLDS
     progress: ProgressCallback | None = None
 
 

@@ -16,7 +16,8 @@ from sbengine.plots import new_figure, to_png
 
 def run(ctx: CheckContext) -> dict[str, Any]:
     return ensemble_audit_summary(ctx.model, ctx.members, ctx.dataset, simple_blocks=ctx.simple_blocks,
-                                  repeats=ctx.repeats, seed=ctx.seed, device=ctx.device)
+                                  repeats=ctx.repeats, seed=ctx.seed, device=ctx.device,
+                                  thresholds=ctx.verdict_thresholds)
 
 
 def ensemble_members(summary: dict[str, Any], *, title: str = "Members vs ensemble") -> bytes:

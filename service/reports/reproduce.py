@@ -15,7 +15,8 @@ from typing import Any
 from service.models import Audit, Dataset, Model
 from service.views import ENSEMBLE_SIZE_KEY, ensemble_size_of
 
-AUDIT_BODY_KEYS = ("checks", "options", "simple_blocks", "split", "repeats", "seed", "combine")
+AUDIT_BODY_KEYS = ("checks", "options", "verdict_thresholds", "simple_blocks", "split", "repeats", "seed",
+                   "combine")  # fmt: skip
 AUTH = '-H "Authorization: Bearer $SBAUDIT_API_KEY"'
 
 
@@ -131,6 +132,8 @@ def _audit_flags(body: dict[str, Any]) -> list[str]:
         flags.append(f"--simple-blocks {','.join(str(b) for b in body['simple_blocks'])}")
     if body.get("options"):
         flags.append(f"--options {shlex.quote(compact(body['options']))}")
+    if body.get("verdict_thresholds"):
+        flags.append(f"--verdict-thresholds {shlex.quote(compact(body['verdict_thresholds']))}")
     for key in ("split", "repeats", "seed", "combine"):
         if key in body:
             flags.append(f"--{key} {shlex.quote(str(body[key]))}")

@@ -137,6 +137,7 @@ async def create_audit(
         params: dict[str, Any] = {
             "checks": list(body.checks),
             "options": body.resolved_options(),
+            "verdict_thresholds": body.verdict_thresholds.model_dump(mode="json"),
             "simple_blocks": body.simple_blocks,
             "split": body.split,
             "repeats": body.repeats,

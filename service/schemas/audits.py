@@ -6,7 +6,8 @@ and ``OPTION_MODELS``; a check without options has none), what the options need 
 engine's check registry (sbengine/checks/: names, option defaults, ``needs_members``) and the limits of
 sbengine/attacks.py / sbengine/uap.py, which the API cannot import; tests/service/test_schema_mirror.py keeps
 the two in step. Step counts and epochs are capped below the engine's own limits: those caps are what one
-request may cost a worker.
+request may cost a worker. ``VerdictThresholds`` mirrors sbengine.metrics.VerdictThresholds (defaults and
+ranges) and ``VerdictCode`` the categories of sbengine.metrics.classify, in the same way.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ SplitName = Literal["test", "val", "train"]
 ModelId = Annotated[str, Field(min_length=1, max_length=40)]
 MAX_STEPS = 1000
 MAX_ENSEMBLE_MODELS = 32
+# sbengine.metrics.classify's categories: the verdict in machine-readable form.
+VerdictCode = Literal["exclusively_s", "mostly_s", "both", "mostly_sc", "exclusively_sc", "not_predictive"]
 
 
 Items = TypeVar("Items", bound=list[Any] | None)
@@ -122,6 +125,33 @@ OPTION_MODELS: dict[str, type[CheckOptions]] = {
 }
 
 
+class VerdictThresholds(StrictModel):
+    """The numbers the verdict's rules compare with, on ROC-AUC (binary tasks) or accuracy (otherwise); the
+    rules, in order, are in docs/checks.md "The verdict". Leave one out for its default."""
+
+    min_predictive: float = Field(
+        default=0.6, ge=0, le=1, description="Standard metric below this: not_predictive."
+    )
+    chance_margin: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="A randomized metric within chance ± this: the model no longer predicts without that part.",
+    )
+    unchanged_margin: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="A randomized metric at most this below standard: the model ignores that part.",
+    )
+    mostly_ratio: float = Field(
+        default=2.0,
+        ge=1,
+        le=100,
+        description="mostly_s / mostly_sc: one randomization costs more than this many times the other.",
+    )
+
+
 def _randomization_only() -> list[CheckName]:
     return ["randomization"]
 
@@ -149,6 +179,10 @@ class AuditCreate(StrictModel):
     )
     combine: Combine | None = Field(
         default=None, description="How an ensemble combines its members (default 'logits'); ensembles only."
+    )
+    verdict_thresholds: VerdictThresholds = Field(
+        default_factory=VerdictThresholds,
+        description='The verdict\'s thresholds, e.g. {"chance_margin": 0.05}; the others keep their defaults.',
     )
     simple_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
         default=None,
@@ -199,8 +233,15 @@ class AuditRead(ResourceRead):
     split: str
     repeats: int
     seed: int
+    verdict_thresholds: VerdictThresholds | None = Field(
+        default=None,
+        description="The thresholds the verdict uses (defaults filled in; null for audits stored before "
+        "thresholds were options).",
+    )
     verdict: str | None = None
-    verdict_code: str | None = None
+    verdict_code: VerdictCode | None = Field(
+        default=None, description="The verdict in machine-readable form (null until the audit is ready)."
+    )
     results: dict[str, Any] | None = None
     sections: list[dict[str, Any]] | None = Field(
         default=None,

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.schemas.audits import AuditRead
+from service.schemas.audits import AuditRead, VerdictCode
 from service.schemas.datasets import DatasetRead
 from service.schemas.models import ModelRead
 
@@ -46,7 +46,7 @@ class ReportRead(BaseModel):
         "not_simplicity_biased, inconclusive (not predictive), or the audit's state while it has none."
     )
     verdict: str | None = Field(description="The verdict in plain words.")
-    verdict_code: str | None = Field(description="sbengine.metrics.classify's category.")
+    verdict_code: VerdictCode | None = Field(description="sbengine.metrics.classify's category.")
     results: dict[str, Any] | None
     figures: list[FigureRead] = Field(description="The audit's plots in reading order.")
     training_curves: FigureRead | None = Field(description="The model's training curves.")

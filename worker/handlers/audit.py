@@ -1,5 +1,5 @@
 """run_audit: load the model (or build the ensemble) and the dataset, run the requested checks, keep the
-verdict, and store the results, each check's report section and every figure they support as artifacts.
+verdict (with the thresholds it used, kept with the audit's parameters), and store the results, each check's report section and every figure they support as artifacts.
 
 The sections (sbengine.checks.base describes them) are stored on the audit row next to the results: the
 service renders a report from them without importing the engine, so a new check needs no service change.
@@ -37,6 +37,7 @@ def run_audit_job(ctx: JobContext) -> HandlerResult:
         device=resolve_device(ctx.settings.device),
         options=params.get("options") or None,
         members=members,
+        verdict_thresholds=params.get("verdict_thresholds"),
         progress=ctx.progress,
     )
     out = jsonable(raw)
@@ -52,6 +53,7 @@ def run_audit_job(ctx: JobContext) -> HandlerResult:
     ctx.report("figures", 1, 1)
     audit_params = {k: params[k] for k in AUDIT_PARAMS if k in params}
     audit_params["simple_blocks"] = out.get("simple_blocks", params.get("simple_blocks"))
+    audit_params["verdict_thresholds"] = out["verdict_thresholds"]  # the ones the verdict used
     audit_params["environment"] = environment(resolve_device(ctx.settings.device))
     return HandlerResult(
         files=files,
