@@ -10,6 +10,9 @@ late redelivery is a no-op, and we never rely on the broker's visibility timeout
 worker. Instead every worker runs the reaper on a timer in its main process: it re-queues jobs whose lease
 expired (attempt + 1) and sends them again, and re-sends queued jobs whose message was lost: never sent
 (the broker was down when the API sent it) or gone from the broker (Redis restarted without persistence).
+
+The pool child sets the job's memory limit on itself (worker/memory_limit.py): it runs that one job and
+exits.
 """
 
 from __future__ import annotations
@@ -85,7 +88,12 @@ def make_celery(settings: Settings) -> Celery:
         try:
             db = _db(settings)
             outcome = run_job(
-                job_id, settings=settings, db=db, worker_id=new_worker_id("celery"), stop_event=stop
+                job_id,
+                settings=settings,
+                db=db,
+                worker_id=new_worker_id("celery"),
+                stop_event=stop,
+                contained=True,  # max_tasks_per_child=1: the pool child exits after this job
             )
             if outcome == "released":
                 send(app, db, [job_id])  # this message was consumed; queue the job for another worker

@@ -13,7 +13,8 @@ A job then starts in milliseconds; a spawned interpreter spent about a second of
 every job, which on a small machine also took that CPU from the API.
 
 A job past its time limit stops at its next progress point (worker/runner.py); one stuck without progress
-points is killed SIGKILL at limit + SBAUDIT_JOB_TIME_LIMIT_GRACE_SECONDS and the reaper fails it.
+points is killed SIGKILL at limit + SBAUDIT_JOB_TIME_LIMIT_GRACE_SECONDS and the reaper fails it. Each job
+process has a hard memory limit (worker/memory_limit.py).
 
 On shutdown running jobs get SIGTERM; they stop at their next progress point and go back to the queue
 without spending an attempt, so the next ``sbaudit serve`` resumes them.
@@ -75,7 +76,7 @@ def _job_process(job_id: str, worker_id: str, settings_values: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server decides
     db = Database.connect(settings.database_url, pooled=False)
     try:
-        run_job(job_id, settings=settings, db=db, worker_id=worker_id, stop_event=stop)
+        run_job(job_id, settings=settings, db=db, worker_id=worker_id, stop_event=stop, contained=True)
     finally:
         db.dispose()
 
