@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     job_time_limit_seconds: float = Field(default=24 * 3600.0, gt=0)
     job_time_limits: dict[str, PositiveFloat] = Field(default_factory=dict)
     job_time_limit_grace_seconds: float = Field(default=30.0, ge=0)
+    # A canceled job that reaches no progress point within this long is killed (worker/cancel_watch.py).
+    cancel_grace_seconds: float = Field(default=10.0, ge=0)
     # Each job process's memory limit (worker/memory_limit.py): the job's estimate plus the allowance,
     # capped by job_memory_limit_bytes, which is also the limit of a job without an estimate. Unset, it is
     # three quarters of the machine's memory (or the container's limit) shared by the local workers.

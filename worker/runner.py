@@ -324,12 +324,13 @@ def run_job(
 
     try:
         handler = (handlers or {}).get(job.kind) or get_handler(job.kind)
+        faults.pause("handler", job_id=job.id, data_dir=settings.data_dir)
         result = handler(ctx)
         if time.monotonic() >= lease.deadline:  # it finished, but too late: the limit holds either way
             raise JobTimeLimit(lease.time_limit)
         outcome = _record(ctx, worker_id, result)
     except JobCanceled:
-        outcome = end(jobstore.CANCELED, "canceled by the user")
+        outcome = end(jobstore.CANCELED, jobstore.CANCELED_BY_USER)
     except JobInterrupted:
         released = retry_while_unavailable(
             lambda: jobstore.release_job(db, job_id=job.id, worker_id=worker_id),
@@ -381,7 +382,7 @@ def _commit(ctx: JobContext, worker_id: str, result: HandlerResult, blobs: list,
         if job is None:
             return "lost"
         if job.state == jobstore.CANCELING:
-            jobstore.finish(session, job, jobstore.CANCELED, error="canceled by the user")
+            jobstore.finish(session, job, jobstore.CANCELED, error=jobstore.CANCELED_BY_USER)
             return "canceled"
         for out, blob in blobs:
             session.add(
