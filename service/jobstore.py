@@ -31,6 +31,7 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELING, CANCELED = (
     "canceled",
 )
 JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELING, CANCELED)
+CANCELED_BY_USER = "canceled by the user"
 TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELED})
 ACTIVE_STATES = (RUNNING, CANCELING)
 RESOURCE_STATUS = {
@@ -106,7 +107,7 @@ def cancel_job(db: Database, *, owner: str, job_id: str) -> Job | None:
         now = utcnow()
         if job.state == QUEUED:
             job.state, job.finished_at, job.updated_at = CANCELED, now, now
-            set_resource_status(session, job, CANCELED, error="canceled by the user")
+            set_resource_status(session, job, CANCELED, error=CANCELED_BY_USER)
         elif job.state == RUNNING:
             job.state, job.updated_at = CANCELING, now
         elif job.state in (SUCCEEDED, FAILED):
@@ -213,7 +214,7 @@ def release_job(db: Database, *, job_id: str, worker_id: str) -> bool:
         if job is None:
             return False
         if job.state == CANCELING:
-            finish(session, job, CANCELED, error="canceled by the user")
+            finish(session, job, CANCELED, error=CANCELED_BY_USER)
             return True
         job.state, job.worker_id, job.lease_expires_at, job.dispatched_at = QUEUED, None, None, None
         job.updated_at = utcnow()
@@ -271,7 +272,7 @@ def reap_expired(
                 continue  # the worker renewed in between, or someone else reaped it
             limit = _over_time(job, now, time_limit)
             if job.state == CANCELING:
-                finish(session, job, CANCELED, error="canceled by the user")
+                finish(session, job, CANCELED, error=CANCELED_BY_USER)
             elif limit is not None:
                 finish(session, job, FAILED, error=time_limit_error(limit))
             elif job.attempt < job.max_attempts:
@@ -313,6 +314,19 @@ def overdue_job_ids(
         for job_id, kind, started in rows
         if started is not None and now - started > timedelta(seconds=time_limit(kind) + grace)
     ]
+
+
+def canceling_job_workers(db: Database, job_ids: Iterable[str]) -> dict[str, str]:
+    """Of ``job_ids``, the jobs asked to cancel while running (``canceling``), each with the worker that holds
+    it: an executor kills those that reach no progress point in time."""
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    with db.read_session() as session:
+        rows = session.execute(
+            select(Job.id, Job.worker_id).where(Job.id.in_(ids), Job.state == CANCELING)
+        ).all()
+    return {job_id: worker_id for job_id, worker_id in rows if worker_id is not None}
 
 
 def queued_job_ids(db: Database, *, exclude: Iterable[str] = (), limit: int = 10) -> list[str]:

@@ -7,12 +7,26 @@ class, so a deployment is described by one set of environment variables (see doc
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveFloat, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory, or the container's cgroup limit when that is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            value = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit():
+            total = min(total, int(value))
+    return total
 
 
 class Settings(BaseSettings):
@@ -63,6 +77,20 @@ class Settings(BaseSettings):
     job_time_limit_seconds: float = Field(default=24 * 3600.0, gt=0)
     job_time_limits: dict[str, PositiveFloat] = Field(default_factory=dict)
     job_time_limit_grace_seconds: float = Field(default=30.0, ge=0)
+    # A canceled job that reaches no progress point within this long is killed (worker/cancel_watch.py).
+    cancel_grace_seconds: float = Field(default=10.0, ge=0)
+    # Each job process's memory limit (worker/memory_limit.py): the job's estimate plus the allowance,
+    # capped by job_memory_limit_bytes, which is also the limit of a job without an estimate. Unset, it is
+    # three quarters of the machine's memory (or the container's limit) shared by the local workers.
+    job_memory_limit_bytes: int = Field(
+        default_factory=lambda data: machine_memory_bytes() * 3 // 4 // data["workers"], ge=64 << 20
+    )
+    job_memory_allowance_bytes: int = Field(
+        default=3 << 30,
+        ge=0,
+        description="Added to a job's estimate for the interpreter, torch and CUDA (a CPU job process holds "
+        "about 1 GiB after importing torch).",
+    )
 
     # Request limits the API enforces before queueing a job (the engine checks again).
     max_samples: int = Field(default=1_000_000, ge=1, description="Upper bound on n_train, n_val, n_test.")
@@ -139,6 +167,12 @@ class Settings(BaseSettings):
     def job_time_limit(self, kind: str) -> float:
         """Seconds one attempt of a job of ``kind`` may run."""
         return self.job_time_limits.get(kind, self.job_time_limit_seconds)
+
+    def job_memory_limit(self, estimated_bytes: float | None) -> int:
+        """Bytes a job process may hold: its estimate plus the allowance, never more than the cap."""
+        if not estimated_bytes or estimated_bytes <= 0:
+            return self.job_memory_limit_bytes
+        return min(self.job_memory_limit_bytes, int(estimated_bytes) + self.job_memory_allowance_bytes)
 
     @property
     def is_sqlite(self) -> bool:

@@ -10,6 +10,10 @@ late redelivery is a no-op, and we never rely on the broker's visibility timeout
 worker. Instead every worker runs the reaper on a timer in its main process: it re-queues jobs whose lease
 expired (attempt + 1) and sends them again, and re-sends queued jobs whose message was lost: never sent
 (the broker was down when the API sent it) or gone from the broker (Redis restarted without persistence).
+
+The main process also watches the job its pool child runs: canceled and still running past
+SBAUDIT_CANCEL_GRACE_SECONDS, the child is killed and the job ends canceled (worker/cancel_watch.py). The
+child sets the job's memory limit on itself (worker/memory_limit.py): it runs that one job and exits.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import functools
 import logging
 import os
 import queue
+import select
 import signal
 import threading
 from datetime import datetime, timedelta
@@ -26,17 +31,22 @@ from datetime import datetime, timedelta
 import billiard.process
 from celery import Celery, bootsteps
 from celery.signals import worker_shutting_down
+from celery.worker import state as worker_state
 
 from service import jobstore
 from service.db import Database
 from service.models import utcnow
 from service.settings import Settings
+from worker.cancel_watch import CancelWatch
 from worker.job_files import clean_up_ended_job
 
 log = logging.getLogger("sbaudit.celery")
 
 TASK_NAME = "sbaudit.run_job"
 QUEUE = "sbaudit"
+# How long the main process waits for a pool child it killed to be gone before ending its job itself;
+# past it (a child stuck in the kernel) the job's lease runs out and the reaper ends it canceled.
+KILLED_CHILD_WAIT_SECONDS = 10.0
 _state: dict = {}
 
 
@@ -85,7 +95,12 @@ def make_celery(settings: Settings) -> Celery:
         try:
             db = _db(settings)
             outcome = run_job(
-                job_id, settings=settings, db=db, worker_id=new_worker_id("celery"), stop_event=stop
+                job_id,
+                settings=settings,
+                db=db,
+                worker_id=new_worker_id("celery"),
+                stop_event=stop,
+                contained=True,  # max_tasks_per_child=1: the pool child exits after this job
             )
             if outcome == "released":
                 send(app, db, [job_id])  # this message was consumed; queue the job for another worker
@@ -120,8 +135,64 @@ def make_celery(settings: Settings) -> Celery:
             if settings.worker_health_file is not None:
                 settings.worker_health_file.touch()
 
+    class CancelKiller(bootsteps.StartStopStep):
+        """Kills the pool child of a canceled job that reaches no progress point within the grace."""
+
+        requires = {"celery.worker.components:Timer", "celery.worker.components:Pool"}
+
+        def __init__(self, worker, **kwargs):
+            super().__init__(worker, **kwargs)
+            self.tref = None
+
+        def start(self, worker):
+            watch = CancelWatch(settings, _db(settings))
+            self.tref = worker.timer.call_repeatedly(
+                settings.poll_interval_seconds, self.tick, (worker.pool, watch), priority=10
+            )
+
+        def stop(self, worker):
+            if self.tref is not None:
+                self.tref.cancel()
+
+        def tick(self, pool, watch: CancelWatch):
+            try:
+                kill_canceled(pool, watch)
+            except Exception:
+                log.exception("looking for canceled jobs failed; retrying")
+
     app.steps["worker"].add(Reaper)
+    app.steps["worker"].add(CancelKiller)
     return app
+
+
+def kill_canceled(pool, watch: CancelWatch) -> list[str]:
+    """Kill the pool children running canceled jobs past the grace; once each is gone, end its job canceled
+    and remove the job's files. Returns the job ids."""
+    running = {
+        request.args[0]: request
+        for request in list(worker_state.active_requests)
+        if request.name == TASK_NAME and request.worker_pid and request.args
+    }
+    killed = []
+    for job_id, worker_id in watch.overdue(running).items():
+        request = running[job_id]
+        log.warning("job %s: canceled, no progress point within the grace; killing its process", job_id)
+        try:
+            child = os.pidfd_open(request.worker_pid)  # this very process, even once its pid is reused
+        except ProcessLookupError:
+            child = None
+        try:
+            request.terminate(pool, signal="SIGKILL")
+            gone = child is None or select.select([child], [], [], KILLED_CHILD_WAIT_SECONDS)[0]
+        finally:
+            if child is not None:
+                os.close(child)
+        if gone:
+            watch.end_killed(job_id, worker_id)
+            killed.append(job_id)
+        else:
+            log.error("job %s: its killed process is still there; the reaper will end the job", job_id)
+    return killed
 
 
 @worker_shutting_down.connect

@@ -1,8 +1,11 @@
-"""A fault-injection hook for tests: pause a job at a named point so a test can kill its process there.
+"""A fault-injection hook for tests: pause a job at a named point so a test can kill its process there, or
+cancel a job stuck there.
 
 Inert unless ``SBAUDIT_FAULT_PAUSE`` is set (never set it in production). Its value is
 ``<point>:<seconds>[,<point>:<seconds>...]``; the runner calls :func:`pause` at these points:
 
+- ``handler``: the job holds its lease and is about to run its handler; paused here it is a handler stuck
+  in one long call, reaching no progress point;
 - ``before_artifacts``: the handler finished, nothing stored yet;
 - ``mid_artifacts``: the output files are in the artifact store, their rows not yet committed;
 - ``after_artifacts``: the rows are about to be committed together with the job's final state.
@@ -22,7 +25,7 @@ from pathlib import Path
 log = logging.getLogger("sbaudit.worker")
 
 ENV_VAR = "SBAUDIT_FAULT_PAUSE"
-POINTS = frozenset({"before_artifacts", "mid_artifacts", "after_artifacts"})
+POINTS = frozenset({"handler", "before_artifacts", "mid_artifacts", "after_artifacts"})
 
 
 def configured_pauses(value: str | None = None) -> dict[str, float]:

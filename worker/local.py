@@ -13,7 +13,9 @@ A job then starts in milliseconds; a spawned interpreter spent about a second of
 every job, which on a small machine also took that CPU from the API.
 
 A job past its time limit stops at its next progress point (worker/runner.py); one stuck without progress
-points is killed SIGKILL at limit + SBAUDIT_JOB_TIME_LIMIT_GRACE_SECONDS and the reaper fails it.
+points is killed SIGKILL at limit + SBAUDIT_JOB_TIME_LIMIT_GRACE_SECONDS and the reaper fails it. A canceled
+job that reaches no progress point within SBAUDIT_CANCEL_GRACE_SECONDS is killed too, and ends canceled
+(worker/cancel_watch.py). Each job process has a hard memory limit (worker/memory_limit.py).
 
 On shutdown running jobs get SIGTERM; they stop at their next progress point and go back to the queue
 without spending an attempt, so the next ``sbaudit serve`` resumes them.
@@ -37,6 +39,7 @@ from multiprocessing.process import BaseProcess
 from service import jobstore
 from service.db import Database
 from service.settings import Settings
+from worker.cancel_watch import CancelWatch
 from worker.job_files import clean_up_ended_job
 from worker.runner import new_worker_id
 
@@ -60,6 +63,7 @@ JOB_PROCESS_PRELOAD = (
 class _Running:
     process: BaseProcess
     worker_id: str
+    killed_for_cancel: bool = False
 
 
 def _job_process(job_id: str, worker_id: str, settings_values: dict) -> None:
@@ -75,7 +79,7 @@ def _job_process(job_id: str, worker_id: str, settings_values: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server decides
     db = Database.connect(settings.database_url, pooled=False)
     try:
-        run_job(job_id, settings=settings, db=db, worker_id=worker_id, stop_event=stop)
+        run_job(job_id, settings=settings, db=db, worker_id=worker_id, stop_event=stop, contained=True)
     finally:
         db.dispose()
 
@@ -95,6 +99,7 @@ class LocalExecutor:
         self._running: dict[str, _Running] = {}
         self._thread: threading.Thread | None = None
         self._last_reap = 0.0
+        self._cancel_watch = CancelWatch(settings, db)
 
     # --- Executor protocol ---
 
@@ -181,6 +186,7 @@ class LocalExecutor:
 
     def _tick(self) -> None:
         self._collect_finished()
+        self._kill_canceled()
         now = time.monotonic()
         if now - self._last_reap >= self.settings.reaper_interval_seconds:
             self._last_reap = now
@@ -224,13 +230,27 @@ class LocalExecutor:
                 log.error("job %s is stuck past its time limit; killing its process", job_id)
                 running.process.kill()
 
+    def _kill_canceled(self) -> None:
+        """A canceled job past its cancel grace reached no progress point: kill its process. The next tick
+        sees it dead and ends the job canceled (:meth:`_collect_finished`)."""
+        for job_id in self._cancel_watch.overdue(self._running):
+            running = self._running[job_id]
+            if running.process.is_alive() and not running.killed_for_cancel:
+                log.warning(
+                    "job %s: canceled, no progress point within the grace; killing its process", job_id
+                )
+                running.process.kill()
+                running.killed_for_cancel = True
+
     def _collect_finished(self) -> None:
         for job_id, running in list(self._running.items()):
             if running.process.is_alive():
                 continue
             running.process.join()
             del self._running[job_id]
-            if running.process.exitcode != 0:
+            if running.killed_for_cancel:
+                self._cancel_watch.end_killed(job_id, running.worker_id)
+            elif running.process.exitcode != 0:
                 log.error("job process for %s died (exit code %s)", job_id, running.process.exitcode)
                 jobstore.expire_lease(self.db, job_id=job_id, worker_id=running.worker_id)
                 self._last_reap = 0.0  # reap on this tick rather than in reaper_interval_seconds

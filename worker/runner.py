@@ -30,6 +30,7 @@ import shutil
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from service.ids import new_id
 from service.models import Artifact
 from service.settings import Settings
 from service.storage import ArtifactStore
-from worker import faults, job_files
+from worker import faults, job_files, memory_limit
 from worker.db_retry import retry_while_unavailable
 
 log = logging.getLogger("sbaudit.worker")
@@ -265,9 +266,14 @@ def run_job(
     worker_id: str | None = None,
     stop_event: threading.Event | None = None,
     handlers: dict[str, Callable[[JobContext], HandlerResult]] | None = None,
+    contained: bool = False,
 ) -> str:
     """Run one job to an end. Returns what happened: ``succeeded``, ``failed``, ``canceled``,
-    ``released`` (shutdown), ``lost`` (lease lost) or ``skipped`` (not claimable)."""
+    ``released`` (shutdown), ``lost`` (lease lost) or ``skipped`` (not claimable).
+
+    ``contained``: this process runs this one job and ends with it (the executors' job processes), so the
+    job's memory limit is set on the whole process, for good. Either way an allocation that fails ends the
+    job failed with the limit in its error."""
     from worker.handlers import get_handler
 
     worker_id = worker_id or new_worker_id()
@@ -283,6 +289,9 @@ def run_job(
         job.max_attempts,
         worker_id,
     )
+    memory = settings.job_memory_limit((job.estimate or {}).get("memory_bytes"))
+    if contained:
+        memory_limit.apply(memory)
     lease = _Lease(db, job.id, worker_id, settings, settings.job_time_limit(job.kind))
     lease.start()
     job_files.remove_scratch(settings, job.id)  # left by an attempt that was killed
@@ -315,12 +324,13 @@ def run_job(
 
     try:
         handler = (handlers or {}).get(job.kind) or get_handler(job.kind)
+        faults.pause("handler", job_id=job.id, data_dir=settings.data_dir)
         result = handler(ctx)
         if time.monotonic() >= lease.deadline:  # it finished, but too late: the limit holds either way
             raise JobTimeLimit(lease.time_limit)
         outcome = _record(ctx, worker_id, result)
     except JobCanceled:
-        outcome = end(jobstore.CANCELED, "canceled by the user")
+        outcome = end(jobstore.CANCELED, jobstore.CANCELED_BY_USER)
     except JobInterrupted:
         released = retry_while_unavailable(
             lambda: jobstore.release_job(db, job_id=job.id, worker_id=worker_id),
@@ -336,8 +346,14 @@ def run_job(
         log.info("job %s failed: %s", job.id, _one_line(exc))
         outcome = end(jobstore.FAILED, _one_line(exc))
     except Exception as exc:
-        log.exception("job %s crashed", job.id)
-        outcome = end(jobstore.FAILED, f"internal error: {type(exc).__name__}: {_one_line(exc)}")
+        if memory_limit.is_out_of_memory(exc):
+            # The frames hold what filled the memory; free it before ending the job needs some.
+            traceback.clear_frames(exc.__traceback__)
+            log.warning("job %s: %s (%s)", job.id, memory_limit.error(memory), _one_line(exc))
+            outcome = end(jobstore.FAILED, memory_limit.error(memory))
+        else:
+            log.exception("job %s crashed", job.id)
+            outcome = end(jobstore.FAILED, f"internal error: {type(exc).__name__}: {_one_line(exc)}")
     finally:
         lease.stop()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -366,7 +382,7 @@ def _commit(ctx: JobContext, worker_id: str, result: HandlerResult, blobs: list,
         if job is None:
             return "lost"
         if job.state == jobstore.CANCELING:
-            jobstore.finish(session, job, jobstore.CANCELED, error="canceled by the user")
+            jobstore.finish(session, job, jobstore.CANCELED, error=jobstore.CANCELED_BY_USER)
             return "canceled"
         for out, blob in blobs:
             session.add(

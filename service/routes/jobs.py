@@ -121,7 +121,8 @@ async def get_job(
 )
 def cancel(job_id: str, principal: CurrentPrincipal, db: DB) -> Response:
     """A queued job is canceled at once; a running one moves to ``canceling`` and stops at its next
-    progress point, ending ``canceled``. Canceling a canceled job is a no-op."""
+    progress point, ending ``canceled``; one that reaches none within SBAUDIT_CANCEL_GRACE_SECONDS is
+    killed and ends ``canceled`` then. Canceling a canceled job is a no-op."""
     if not looks_like("job", job_id):
         raise not_found("job", job_id)
     try:
