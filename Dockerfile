@@ -12,7 +12,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir -p sbengine service worker sbclient sbserver \
     && touch sbengine/__init__.py service/__init__.py worker/__init__.py sbclient/__init__.py sbserver/__init__.py \
-    && pip install '.[server]' \
+    && pip install '.[server,mlflow]' \
     && pip uninstall -y sbaudit \
     && rm -rf sbengine service worker sbclient sbserver build
 
