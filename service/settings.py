@@ -135,6 +135,19 @@ class Settings(BaseSettings):
     # Bytes of artifacts an owner may hold (service/quota.py); 0 = unlimited.
     owner_quota_bytes: int = Field(default=20 << 30, ge=0)
 
+    # Experiment tracking (worker/mlflow_runs.py). Set: every finished audit is logged as an MLflow run there
+    # (the API and the workers need it; the workers the `mlflow` extra too). Unset or empty: off, and an audit
+    # that asks for MLflow is refused.
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking server, e.g. http://mlflow:5000."
+    )
+    mlflow_experiment: str = Field(
+        default="sbaudit", min_length=1, max_length=256, description="Experiment of audits that name none."
+    )
+    # Where users reach this server, for links that leave it (an MLflow run's link to its report, the
+    # report's reproduce commands when a worker renders it). Unset or empty: http://host:port.
+    public_url: str | None = None
+
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=200, ge=1)
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
@@ -173,6 +186,11 @@ class Settings(BaseSettings):
         if not estimated_bytes or estimated_bytes <= 0:
             return self.job_memory_limit_bytes
         return min(self.job_memory_limit_bytes, int(estimated_bytes) + self.job_memory_allowance_bytes)
+
+    @property
+    def base_url(self) -> str:
+        """This server's address as users see it, without a trailing slash."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def is_sqlite(self) -> bool:

@@ -132,6 +132,7 @@ def audit_read(row: Audit, artifacts: list[ArtifactRead]) -> AuditRead:
         results=row.results,
         sections=row.sections,
         environment=params.get("environment"),
+        mlflow=params.get("mlflow"),
     )
 
 

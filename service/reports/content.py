@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -20,6 +21,7 @@ from service.reports import legacy, reproduce
 from service.reports.figures import EmbedBudget, Figure, figure_artifacts, load_figure
 from service.reports.sections import Section, figure_captions, num, sections
 from service.routes.common import get_owned
+from service.schemas.common import ArtifactRead
 from service.schemas.reports import FigureRead, ReportRead, ReproduceRead, VerdictLabel
 from service.storage import ArtifactStore
 from service.views import artifacts_by_resource, audit_read, dataset_read, model_read
@@ -99,9 +101,29 @@ def gather(
     embed: bool,
 ) -> Report:
     audit = get_owned(session, Audit, "audit", owner=owner, resource_id=audit_id)
+    return assemble(session, store, audit, base_url=base_url, api_version=api_version, embed=embed)
+
+
+def assemble(
+    session: Session,
+    store: ArtifactStore,
+    audit: Audit,
+    *,
+    base_url: str,
+    api_version: str,
+    embed: bool,
+    audit_artifacts: list[ArtifactRead] | None = None,
+) -> Report:
+    """The report of ``audit`` (a row the caller may read). ``audit_artifacts``: the audit's artifacts when
+    they are not recorded yet: the worker renders the report of an audit it is about to record (its MLflow
+    run carries it), from a detached copy of the row with the results filled in."""
+    owner = audit.owner
     dataset = _owned_or_none(session, Dataset, owner, audit.dataset_id)
     model = _owned_or_none(session, Model, owner, audit.model_id)
-    artifacts = artifacts_by_resource(session, [r.id for r in (audit, dataset, model) if r is not None])
+    recorded = [r.id for r in (audit, dataset, model) if r is not None]
+    artifacts = artifacts_by_resource(session, recorded)
+    if audit_artifacts is not None:
+        artifacts[audit.id] = audit_artifacts
     budget = EmbedBudget() if embed else None
     finished = audit.status == "ready"
     check_sections, captions = check_parts(audit) if finished else ([], {})
@@ -129,6 +151,20 @@ def gather(
         ),
     )
     return Report(audit, dataset, model, read, figures, training_curves, check_sections)
+
+
+def page_context(report: Report) -> dict[str, Any]:
+    """The variables of report.html.j2 for ``report``: the one way the HTML report is filled in, whether the
+    API serves it or the worker renders it for an MLflow run."""
+    description = (report.dataset.description or {}) if report.dataset else {}
+    simple = report.read.audit.simple_blocks or list(description.get("simple_blocks") or [])
+    return {
+        "report": report,
+        "blocks": block_rows(description, simple),
+        "simple_blocks": simple,
+        "settings_text": settings_text,
+        "generated": datetime.now(UTC),
+    }
 
 
 def check_parts(audit: Audit) -> tuple[list[Section], dict[str, tuple[str, str]]]:

@@ -27,8 +27,16 @@ from service.routes.common import (
     settings_of,
 )
 from service.routes.resource_items import add_item_routes
-from service.schemas.audits import NEEDS_ENSEMBLE, OPTION_MODELS, AuditCreate, AuditPage, AuditRead
+from service.schemas.audits import (
+    NEEDS_ENSEMBLE,
+    OPTION_MODELS,
+    AuditCreate,
+    AuditPage,
+    AuditRead,
+    MlflowRequest,
+)
 from service.schemas.common import ResourceStatus
+from service.settings import Settings
 from service.submission import submit
 from service.views import audit_read, audits_of_model, ensemble_size_of
 
@@ -70,6 +78,23 @@ def check_options(body: AuditCreate) -> None:
                 f"body.options.{check}",
                 f"options for a check that is not requested (add {check!r} to checks)",
             )
+
+
+def mlflow_target(body: AuditCreate, settings: Settings, audit_id: str) -> dict[str, str] | None:
+    """Where the audit's MLflow run goes (stored with the job for the worker), or None when this server
+    logs no audits. Asking for MLflow on a server without a tracking server is a 422: silently dropping
+    the request would leave a pipeline looking for a run that never comes."""
+    if not settings.mlflow_tracking_uri:
+        if body.mlflow is not None:
+            raise field_error(
+                "body.mlflow", "this server logs no audits to MLflow (SBAUDIT_MLFLOW_TRACKING_URI is not set)"
+            )
+        return None
+    request = body.mlflow or MlflowRequest()
+    return {
+        "experiment": request.experiment or settings.mlflow_experiment,
+        "run_name": request.run_name or body.name or audit_id,
+    }
 
 
 def audited_models(session: Session, body: AuditCreate, owner: str) -> tuple[list[Model], int]:
@@ -114,6 +139,8 @@ async def create_audit(
     settings = settings_of(request)
     limits.check_audit(body, settings)
     check_options(body)
+    audit_id = new_id("audit")
+    mlflow = mlflow_target(body, settings, audit_id)
 
     def build(session: Session) -> tuple[dict[str, Any], str, str]:
         models, ensemble_size = audited_models(session, body, principal.owner)
@@ -148,8 +175,10 @@ async def create_audit(
             params["combine"] = body.combine or "logits"
         if body.model_ids is not None:
             params["model_ids"] = [m.id for m in models]
+        if mlflow is not None:
+            params["mlflow"] = mlflow
         row = Audit(
-            id=new_id("audit"),
+            id=audit_id,
             owner=principal.owner,
             name=body.name,
             status=QUEUED,

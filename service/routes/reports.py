@@ -7,7 +7,6 @@ page; any other client gets the usual 401 problem.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -17,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from service.auth import DB, CurrentPrincipal, Principal, _bearer, cookie_key, require_principal
 from service.db import Database
 from service.errors import Problem
-from service.reports.content import Report, block_rows, gather, settings_text
+from service.reports.content import Report, gather, page_context
 from service.reports.render import html_response
 from service.routes.common import PROBLEM_RESPONSES, model_response
 from service.routes.pages import login_redirect, wants_html
@@ -73,16 +72,7 @@ def audit_report(
     if isinstance(principal, RedirectResponse):
         return principal
     report = _report(request, db, principal, audit_id, embed=True)
-    description = (report.dataset.description or {}) if report.dataset else {}
-    simple = report.read.audit.simple_blocks or list(description.get("simple_blocks") or [])
-    return html_response(
-        "report.html.j2",
-        report=report,
-        blocks=block_rows(description, simple),
-        simple_blocks=simple,
-        settings_text=settings_text,
-        generated=datetime.now(UTC),
-    )
+    return html_response("report.html.j2", **page_context(report))
 
 
 @router.get(

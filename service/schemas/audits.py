@@ -15,7 +15,7 @@ from __future__ import annotations
 import typing
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from service.schemas.common import Name, Page, ResourceRead, Seed, StrictModel
 
@@ -152,6 +152,21 @@ class VerdictThresholds(StrictModel):
     )
 
 
+class MlflowRequest(StrictModel):
+    """Where this audit's MLflow run goes. The server must have a tracking server
+    (SBAUDIT_MLFLOW_TRACKING_URI); with one, every audit is logged, and this object only names the place."""
+
+    experiment: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="MLflow experiment, created if missing (default: the server's SBAUDIT_MLFLOW_EXPERIMENT).",
+    )
+    run_name: str | None = Field(
+        default=None, min_length=1, max_length=250, description="Default: the audit's name, else its id."
+    )
+
+
 def _randomization_only() -> list[CheckName]:
     return ["randomization"]
 
@@ -194,6 +209,11 @@ class AuditCreate(StrictModel):
     repeats: int = Field(default=5, ge=1, description="Independent permutations averaged per figure.")
     seed: int = Seed
     name: str | None = Name
+    mlflow: MlflowRequest | None = Field(
+        default=None,
+        description='Log the finished audit as an MLflow run in this experiment, e.g. {"experiment": "ci"} '
+        "(422 if the server has no MLflow tracking server).",
+    )
 
     @field_validator("checks", "simple_blocks", "model_ids")
     @classmethod
@@ -217,6 +237,20 @@ class AuditCreate(StrictModel):
     def resolved_options(self) -> dict[str, dict[str, Any]]:
         """Every requested check that takes options, with all of them filled in (what the engine runs)."""
         return {check: options.model_dump(mode="json") for check, options in self.requested_options().items()}
+
+
+class MlflowRunRead(BaseModel):
+    """The audit's MLflow run: where it goes, then (once the audit is ready) its ids, or why it is missing."""
+
+    experiment: str
+    run_name: str
+    run_id: str | None = Field(default=None, description="Set once the audit is ready and its run logged.")
+    experiment_id: str | None = None
+    run_url: str | None = Field(default=None, description="The run in the MLflow UI (HTTP tracking servers).")
+    error: str | None = Field(
+        default=None,
+        description="Why the run could not be logged; the audit itself succeeded (its results are here).",
+    )
 
 
 class AuditRead(ResourceRead):
@@ -250,6 +284,10 @@ class AuditRead(ResourceRead):
     )
     environment: dict[str, str] | None = Field(
         default=None, description="Versions and device the audit ran with (sbaudit, torch, python, device)."
+    )
+    mlflow: MlflowRunRead | None = Field(
+        default=None,
+        description="The audit's MLflow run; null when the server does not log audits to MLflow.",
     )
 
 
