@@ -12,7 +12,8 @@
 4. store the handler's output files in the artifact store (atomically), then in *one* transaction, and only
    if we still hold the job: insert the artifact rows, fill in the resource, mark the job succeeded. A job
    that fails or is canceled records nothing; a job that loses its lease records nothing either, so a
-   re-queued attempt never produces a second resource.
+   re-queued attempt never produces a second resource. A result that goes elsewhere too (an audit's
+   MLflow run) is published between the two steps, by the handler's ``Publisher``.
 
 Training resumes after a crash because the checkpoint path is derived from the job id, not the attempt.
 This module does not import torch; handlers do, inside the job process.
@@ -34,14 +35,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from service import jobstore
 from service.db import DATABASE_UNAVAILABLE, Database
 from service.ids import new_id
-from service.models import Artifact
+from service.models import Artifact, utcnow
+from service.schemas.common import ArtifactRead
 from service.settings import Settings
-from service.storage import ArtifactStore
+from service.storage import ArtifactStore, StoredBlob
+from service.views import artifact_read
 from worker import faults, job_files, memory_limit
 from worker.db_retry import retry_while_unavailable
 
@@ -84,11 +87,29 @@ class OutputFile:
     filename: str
 
 
+class Publisher(Protocol):
+    """Sends a job's result somewhere besides this server (an audit's MLflow run, worker/mlflow_runs.py).
+
+    The runner calls ``publish`` once the result's files are in the artifact store and just before it records
+    the result, with the artifacts as they will be recorded; the resource fields it returns are recorded with
+    the handler's, in the same transaction. A failure to publish is recorded as a field, never raised: it
+    does not fail the job (``publish`` reports progress, so a cancel or a shutdown can still stop the job
+    there, as in a handler). If the result is then not recorded after all (canceled meanwhile, lease
+    lost, database gone), ``retract`` undoes the publication, so nothing outside points at a result this
+    server does not have.
+    """
+
+    def publish(self, artifacts: list[ArtifactRead]) -> dict[str, Any]: ...
+
+    def retract(self) -> None: ...
+
+
 @dataclass
 class HandlerResult:
     files: list[OutputFile] = field(default_factory=list)
     # Column values for the resource row (e.g. the dataset's description, the model's metrics).
     fields: dict[str, Any] = field(default_factory=dict)
+    publisher: Publisher | None = None
 
 
 def new_worker_id(prefix: str = "worker") -> str:
@@ -369,14 +390,45 @@ def _record(ctx: JobContext, worker_id: str, result: HandlerResult) -> str:
     pause_at = functools.partial(faults.pause, job_id=ctx.job_id, data_dir=ctx.settings.data_dir)
     pause_at("before_artifacts")
     ledger = job_files.blob_ledger(ctx.settings, ctx.job_id)
-    blobs = [(f, ledger.put_file(f.path)) for f in result.files]
+    blobs = [(new_id("artifact"), f, ledger.put_file(f.path)) for f in result.files]
     pause_at("mid_artifacts")
-    return retry_while_unavailable(
-        lambda: _commit(ctx, worker_id, result, blobs, pause_at), what=f"job {ctx.job_id}: recording results"
+    fields = dict(result.fields)
+    publisher = result.publisher
+    if publisher is not None:
+        fields.update(publisher.publish([_artifact_read(ctx, *planned) for planned in blobs]))
+    outcome = "lost"
+    try:
+        outcome = retry_while_unavailable(
+            lambda: _commit(ctx, worker_id, fields, blobs, pause_at),
+            what=f"job {ctx.job_id}: recording results",
+        )
+    finally:
+        if publisher is not None and outcome != "succeeded":
+            publisher.retract()
+    return outcome
+
+
+def _artifact(ctx: JobContext, artifact_id: str, out: OutputFile, blob: StoredBlob) -> Artifact:
+    return Artifact(
+        id=artifact_id,
+        owner=ctx.owner,
+        resource_id=ctx.resource_id,
+        kind=out.kind,
+        sha256=blob.sha256,
+        size=blob.size,
+        content_type=out.content_type,
+        filename=out.filename,
     )
 
 
-def _commit(ctx: JobContext, worker_id: str, result: HandlerResult, blobs: list, pause_at) -> str:
+def _artifact_read(ctx: JobContext, artifact_id: str, out: OutputFile, blob: StoredBlob) -> ArtifactRead:
+    """The artifact as the API will show it once recorded (for a publisher, before the commit)."""
+    row = _artifact(ctx, artifact_id, out, blob)
+    row.created_at = utcnow()
+    return artifact_read(row)
+
+
+def _commit(ctx: JobContext, worker_id: str, fields: dict[str, Any], blobs: list, pause_at) -> str:
     with ctx.db.write_session() as session:
         job = jobstore.lock_own_job(session, job_id=ctx.job_id, worker_id=worker_id)
         if job is None:
@@ -384,20 +436,9 @@ def _commit(ctx: JobContext, worker_id: str, result: HandlerResult, blobs: list,
         if job.state == jobstore.CANCELING:
             jobstore.finish(session, job, jobstore.CANCELED, error=jobstore.CANCELED_BY_USER)
             return "canceled"
-        for out, blob in blobs:
-            session.add(
-                Artifact(
-                    id=new_id("artifact"),
-                    owner=ctx.owner,
-                    resource_id=ctx.resource_id,
-                    kind=out.kind,
-                    sha256=blob.sha256,
-                    size=blob.size,
-                    content_type=out.content_type,
-                    filename=out.filename,
-                )
-            )
-        fields = {k: jsonable(v) if isinstance(v, dict | list) else v for k, v in result.fields.items()}
-        jobstore.finish(session, job, jobstore.SUCCEEDED, **fields)
+        for planned in blobs:
+            session.add(_artifact(ctx, *planned))
+        values = {k: jsonable(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
+        jobstore.finish(session, job, jobstore.SUCCEEDED, **values)
         pause_at("after_artifacts")
     return "succeeded"

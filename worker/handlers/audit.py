@@ -14,9 +14,20 @@ from __future__ import annotations
 import json
 
 from worker.inputs import load_dataset, load_members
+from worker.mlflow_runs import AuditRun
 from worker.runner import HandlerResult, JobContext, OutputFile, jsonable
 
-AUDIT_PARAMS = ("checks", "options", "split", "repeats", "seed", "model_ids", "ensemble_size", "combine")
+AUDIT_PARAMS = (
+    "checks",
+    "options",
+    "split",
+    "repeats",
+    "seed",
+    "model_ids",
+    "ensemble_size",
+    "combine",
+    "mlflow",
+)
 
 
 def run_audit_job(ctx: JobContext) -> HandlerResult:
@@ -55,16 +66,17 @@ def run_audit_job(ctx: JobContext) -> HandlerResult:
     audit_params["simple_blocks"] = out.get("simple_blocks", params.get("simple_blocks"))
     audit_params["verdict_thresholds"] = out["verdict_thresholds"]  # the ones the verdict used
     audit_params["environment"] = environment(resolve_device(ctx.settings.device))
-    return HandlerResult(
-        files=files,
-        fields={
-            "verdict": out["verdict"],
-            "verdict_code": out.get("verdict_code"),
-            "results": out["results"],
-            "sections": report_sections(out),
-            "params": audit_params,
-        },
-    )
+    fields = {
+        "verdict": out["verdict"],
+        "verdict_code": out.get("verdict_code"),
+        "results": out["results"],
+        "sections": report_sections(out),
+        "params": audit_params,
+    }
+    # Set by the API when the server logs audits to MLflow: the run is logged as the result is recorded.
+    target = params.get("mlflow")
+    publisher = AuditRun(ctx, target, fields) if target else None
+    return HandlerResult(files=files, fields=fields, publisher=publisher)
 
 
 def environment(device: str) -> dict[str, str]:
@@ -78,7 +90,12 @@ def environment(device: str) -> dict[str, str]:
         sbaudit = version("sbaudit")
     except PackageNotFoundError:
         sbaudit = "unknown"
-    return {"sbaudit": sbaudit, "torch": torch.__version__, "python": platform.python_version(), "device": device}
+    return {
+        "sbaudit": sbaudit,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device,
+    }
 
 
 def _audited_network(ctx: JobContext):
