@@ -19,6 +19,15 @@ from service.models import Dataset, Model, utcnow
 from service.settings import Settings
 
 
+@pytest.fixture(scope="session")
+def mlflow_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server shared by the session's MLflow tests (tests/mlflow_support.py)."""
+    from mlflow_support import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No SBAUDIT_* setting from the developer's shell leaks into a test."""
