@@ -6,10 +6,10 @@ waited for the audit sees it. It holds:
 
 - parameters: the audit (checks, options, S, split, repeats, seed, ensemble), the model (id, name,
   architecture, training, seed) and the dataset (id, name, its generation spec), and the environment;
-- metrics: every number of every check's results under its dotted path (``randomization.auc``,
-  ``randomization.s_randomized_auc.mean``, ``feature_dependence.random.block 0_ linear.accuracy``); lists
-  of numbers (per-repeat values, histograms, boundaries) are left out: they are in ``results.json`` and the
-  figures;
+- metrics: every measurement of every check's results under its dotted path (``randomization.auc``,
+  ``randomization.s_randomized_auc.mean``, ``feature_dependence.random.block 0_ linear.accuracy``); counts
+  and settings (integers) and lists of numbers (per-repeat values, histograms, boundaries) are left out:
+  they are in ``results.json`` and the figures;
 - tags: ``verdict`` (the code, e.g. ``mostly_s``), ``verdict_label`` (``simplicity_biased``, ...),
   ``verdict_text``, ``audit_id`` and ``audit_url`` (the report on this server);
 - artifacts: ``report.html`` (the service's own report, rendered from the same stored data),
@@ -246,11 +246,11 @@ def _naming_field(items: list[Any]) -> str | None:
 
 
 def metrics(results: dict[str, Any] | None) -> dict[str, float]:
-    """Every number in the checks' results (booleans as 0/1), by dotted path; lists of numbers are left out."""
+    """The measurements in the checks' results, by dotted path: every float, and findings (booleans) as 0/1.
+    Integers are counts and settings (``n``, ``seed``, ``steps``, ``coordinates``), and lists of numbers
+    are plotted, not read: both are left out (they are in results.json)."""
     return {
-        key: float(value)
-        for key, value in leaves(results or {})
-        if isinstance(value, bool | int | float) and key
+        key: float(value) for key, value in leaves(results or {}) if isinstance(value, bool | float) and key
     }
 
 

@@ -85,6 +85,7 @@ def test_the_run_has_the_parameters_metrics_and_verdict(journey, mlflow_tracking
         assert metrics[f"randomization.{name}.mean"] == pytest.approx(results["randomization"][name]["mean"])
     linear = results["feature_dependence"]["random"][0]
     assert metrics["feature_dependence.random.block 0_ linear.accuracy"] == pytest.approx(linear["accuracy"])
+    assert "randomization.n" not in metrics  # a count, not a measurement
     assert not any(key.endswith(".values") or ".histograms." in key for key in metrics)
 
     tags = run.data.tags
