@@ -132,13 +132,14 @@ def assemble(
     curves = next((a for a in artifacts[model.id] if a.kind == "training_curves"), None) if model else None
     training_curves = load_figure(store, curves, budget) if curves is not None and finished else None
     label = verdict_label(audit)
+    audit_view = audit_read(audit, artifacts[audit.id])
     read = ReportRead(
-        audit=audit_read(audit, artifacts[audit.id]),
+        audit=audit_view,
         dataset=dataset_read(dataset, artifacts[dataset.id]) if dataset else None,
         model=model_read(model, artifacts[model.id]) if model else None,
         verdict_label=label,
         verdict=audit.verdict,
-        verdict_code=audit.verdict_code,
+        verdict_code=audit_view.verdict_code,
         results=audit.results,
         figures=[_figure_read(f) for f in figures],
         training_curves=_figure_read(training_curves) if training_curves else None,
