@@ -93,6 +93,18 @@ class Model(_Resource):
     result: dict[str, Any] | None
 
 
+class MlflowRun(TypedDict):
+    """An audit's MLflow run (servers with SBAUDIT_MLFLOW_TRACKING_URI): where it goes; once the audit is
+    ready its ids, or ``error`` when it could not be logged (the audit itself succeeded)."""
+
+    experiment: str
+    run_name: str
+    run_id: str | None
+    experiment_id: str | None
+    run_url: str | None
+    error: str | None
+
+
 class Audit(_Resource):
     model_id: str
     model_ids: list[str] | None
@@ -109,6 +121,7 @@ class Audit(_Resource):
     verdict: str | None
     verdict_code: str | None
     results: dict[str, Any] | None
+    mlflow: MlflowRun | None
 
 
 @dataclass(frozen=True)
