@@ -32,6 +32,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from service.models import Audit, Dataset, Model
@@ -85,9 +86,7 @@ class AuditRun:
             return
         try:
             _client(self.ctx).delete_run(self.run_id)
-            log.info(
-                "job %s: deleted MLflow run %s (the audit was not recorded)", self.ctx.job_id, self.run_id
-            )
+            log.info("job %s: deleted MLflow run %s", self.ctx.job_id, self.run_id)
         except Exception:
             log.warning("job %s: could not delete MLflow run %s", self.ctx.job_id, self.run_id, exc_info=True)
 
@@ -146,7 +145,7 @@ class AuditRun:
         }
         return params, tags
 
-    def _write_artifacts(self, folder: Any, artifacts: list[ArtifactRead]) -> None:
+    def _write_artifacts(self, folder: Path, artifacts: list[ArtifactRead]) -> None:
         """``report.html``, ``results.json`` and ``figures/*.png`` under ``folder``, from the store."""
         figures = folder / "figures"
         figures.mkdir(parents=True)
