@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service import limits
+from service import budget, limits
 from service.auth import DB, CurrentPrincipal
+from service.estimates import dataset_estimate
 from service.ids import new_id
 from service.jobstore import QUEUED, create_job
 from service.models import Dataset
@@ -41,6 +42,7 @@ async def create_dataset(
 ):
     settings = settings_of(request)
     limits.check_dataset(body, settings)
+    estimate = budget.enforce(dataset_estimate(body), settings)
 
     def build(session):
         row = Dataset(
@@ -58,6 +60,7 @@ async def create_dataset(
             resource_id=row.id,
             params={"request": body.engine_request()},
             max_attempts=settings.job_max_attempts,
+            estimate=estimate,
         )
         row.job_id = job.id
         session.add(row)
