@@ -156,6 +156,8 @@ def training_estimate(body: ModelCreate, description: dict[str, Any], settings: 
         "body.training.stop.max_updates" if stop.max_epochs is None else "body.training.stop.max_epochs"
     )
     optimizer_copies = _optimizer_copies(training)
+    # weights, gradients, a snapshot or checkpoint; a vectorized ensemble also stacks its members' weights
+    copies = 3 + optimizer_copies + (members > 1)
     optimizer = ("body.training.optimizer",) if optimizer_copies else ()
     activations = max(2 * batch, _eval_rows(d)) * cost.activations * F32 * members
     memory = [
@@ -163,7 +165,7 @@ def training_estimate(body: ModelCreate, description: dict[str, Any], settings: 
         Part("dataset", dataset_bytes(description), ("body.dataset_id",)),
         Part(
             "weights, gradients, optimizer state",
-            (cost.parameters * (3 + optimizer_copies) + cost.buffers) * F32 * members,
+            (cost.parameters * copies + cost.buffers) * F32 * members,
             (*net, *optimizer),
         ),
         Part("activations", activations, (*net, "body.training.batch_size")),

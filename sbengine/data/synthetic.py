@@ -281,7 +281,7 @@ def generate(spec: SyntheticSpec) -> Dataset:
         for j, column in columns:
             z[j] = column
         rotation = random_rotation(rng, d)
-        x = rotate_rows(z, rotation)
+        x = _rotate_rows(z, rotation)
         del z
     else:
         rotation = None
@@ -343,7 +343,7 @@ def _draw_columns(rng: np.random.Generator, y: np.ndarray, spec: SyntheticSpec) 
             j += 1
 
 
-def rotate_rows(z: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+def _rotate_rows(z: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """``(z.T @ rotation)`` as float32 for column-major canonical coordinates ``z`` (d, n), in row chunks of
     ``ROTATION_CHUNK_BYTES`` products: each float64 row is rounded to float32 as soon as it is computed."""
     d, n = z.shape
