@@ -6,6 +6,7 @@ class, so a deployment is described by one set of environment variables (see doc
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 from functools import lru_cache
@@ -15,18 +16,22 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Share of the host's memory one job may be estimated to need by default: room for the API, the database
+# and a second job beside it.
+JOB_MEMORY_SHARE = 0.4
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
-def machine_memory_bytes() -> int:
-    """Physical memory, or the container's cgroup limit when that is lower."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            value = Path(limit_file).read_text().strip()
-        except OSError:
-            continue
-        if value.isdigit():
-            total = min(total, int(value))
-    return total
+
+def host_memory_bytes() -> int:
+    """Physical memory, or the container's memory limit (cgroup v2 or v1) when that is lower."""
+    try:
+        sizes = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume a small machine
+        sizes = [8 << 30]
+    for path in _CGROUP_LIMITS:
+        with contextlib.suppress(OSError, ValueError):
+            sizes.append(int(Path(path).read_text().strip()))  # "max" (no limit) is a ValueError
+    return min(sizes)
 
 
 class Settings(BaseSettings):
@@ -83,7 +88,7 @@ class Settings(BaseSettings):
     # capped by job_memory_limit_bytes, which is also the limit of a job without an estimate. Unset, it is
     # three quarters of the machine's memory (or the container's limit) shared by the local workers.
     job_memory_limit_bytes: int = Field(
-        default_factory=lambda data: machine_memory_bytes() * 3 // 4 // data["workers"], ge=64 << 20
+        default_factory=lambda data: host_memory_bytes() * 3 // 4 // data["workers"], ge=64 << 20
     )
     job_memory_allowance_bytes: int = Field(
         default=3 << 30,
@@ -105,6 +110,17 @@ class Settings(BaseSettings):
     max_repeats: int = Field(default=100, ge=1, description="Upper bound on audit repeats.")
     max_ensemble_size: int = Field(
         default=32, ge=1, le=32, description="Upper bound on ensemble_size (members trained by one job)."
+    )
+
+    # Job budgets (service/budget.py): a job estimated to need more is refused with 422 before it is queued.
+    max_job_memory_bytes: int = Field(
+        default_factory=lambda: round(JOB_MEMORY_SHARE * host_memory_bytes()),
+        ge=1 << 20,
+        description="Peak memory one job may be estimated to need (default: 40% of the memory this host "
+        "offers at start-up).",
+    )
+    max_job_work: int = Field(
+        default=10**17, ge=1, description="Multiply-adds one job may be estimated to need."
     )
 
     # Uploaded checkpoints and datasets are validated in a separate process with these limits.

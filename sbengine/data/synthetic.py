@@ -15,6 +15,7 @@ generated rows, as in the original generator.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import product
 from typing import Any
@@ -254,8 +255,59 @@ def random_rotation(rng: np.random.Generator, d: int) -> np.ndarray:
             return q
 
 
+# The rotation x = z @ Q is computed this many bytes of float64 products at a time, and an unrotated dataset
+# is transposed into rows this many bytes of columns at a time. The row and column counts follow from the
+# dimension and row count alone, so a dataset's values depend on its spec and seed, never on the memory at hand.
+ROTATION_CHUNK_BYTES = 32 << 20
+COLUMN_BLOCK_BYTES = 32 << 20
+
+
 def generate(spec: SyntheticSpec) -> Dataset:
-    """Draw the dataset described by ``spec``. Splits are cut in the order test, val, train."""
+    """Draw the dataset described by ``spec``. Splits are cut in the order test, val, train.
+
+    Memory stays near the output's own size (docs/operations.md, "Job budgets"): canonical coordinates are
+    drawn one column at a time into a column-major float64 array (kept, like the original's matrix, so the
+    rotation multiplies the exact draws), rotated into the float32 output in row chunks, then freed; without
+    a rotation each block of columns goes straight into the float32 output.
+    """
+    _check_spec(spec)
+    rng = np.random.default_rng(spec.seed)
+    n = spec.n_train + spec.n_val + spec.n_test
+    d = sum(b.count for b in spec.blocks)
+    y = rng.integers(0, 2, n)
+    columns = _draw_columns(rng, y, spec)
+    if spec.rotate:
+        z = np.empty((d, n))  # z[j] is canonical coordinate j of every row
+        for j, column in columns:
+            z[j] = column
+        rotation = random_rotation(rng, d)
+        x = _rotate_rows(z, rotation)
+        del z
+    else:
+        rotation = None
+        x = _rows_from_columns(columns, n, d)
+    y = y.astype(np.int64, copy=False)
+    cuts = np.cumsum([spec.n_test, spec.n_val])
+    splits = {"test": (x[: cuts[0]], y[: cuts[0]])}
+    if spec.n_val:
+        splits["val"] = (x[cuts[0] : cuts[1]], y[cuts[0] : cuts[1]])
+    splits["train"] = (x[cuts[1] :], y[cuts[1] :])
+    feature_blocks = _feature_blocks(spec.blocks)
+    simple = spec.simple_blocks if spec.simple_blocks is not None else [0]
+    return Dataset(
+        name=spec.name,
+        splits=splits,
+        input_shape=(d,),
+        num_classes=2,
+        blocks=feature_blocks,
+        simple_blocks=list(simple),
+        rotation=rotation,
+        seed=spec.seed,
+        spec={"kind": "synthetic", **spec.to_dict()},
+    )
+
+
+def _check_spec(spec: SyntheticSpec) -> None:
     if not spec.blocks:
         raise ValueError("a synthetic dataset needs at least one block")
     for b in spec.blocks:
@@ -268,54 +320,66 @@ def generate(spec: SyntheticSpec) -> Dataset:
         raise ValueError("n_train and n_test must be at least 2")
     if not spec.width > 0:
         raise ValueError(f"width must be positive, got {spec.width!r}")
-    rng = np.random.default_rng(spec.seed)
-    n = spec.n_train + spec.n_val + spec.n_test
-    y = rng.integers(0, 2, n)
-    columns: list[np.ndarray] = []
-    feature_blocks: list[FeatureBlock] = []
+    for s in spec.simple_blocks if spec.simple_blocks is not None else [0]:
+        if not 0 <= s < len(spec.blocks):
+            raise ValueError(f"simple_blocks: block {s} out of range (dataset has {len(spec.blocks)} blocks)")
+
+
+def _draw_columns(rng: np.random.Generator, y: np.ndarray, spec: SyntheticSpec) -> Iterator[tuple[int, np.ndarray]]:
+    """Every canonical coordinate of every row, as ``(index, column)``, in the order the generator draws them
+    (block by block, noise right after its column): this order is what a seed reproduces."""
+    j = 0
     for b in spec.blocks:
-        start = len(columns)
         for _ in range(b.count):
             if b.type == "noise":
-                col = rng.random(n) * spec.width
+                col = rng.random(y.shape[0]) * spec.width
             elif b.type in ("linear", "noisy_linear"):
                 col = _linear_column(rng, y, b.margin, spec.width)
             else:
                 col = _slab_column(rng, y, b.k, b.margin, spec.width)
             if b.noise:
                 _apply_noise(rng, col, y, b, spec.width)
-            columns.append(col)
+            yield j, col
+            j += 1
+
+
+def _rotate_rows(z: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """``(z.T @ rotation)`` as float32 for column-major canonical coordinates ``z`` (d, n), in row chunks of
+    ``ROTATION_CHUNK_BYTES`` products: each float64 row is rounded to float32 as soon as it is computed."""
+    d, n = z.shape
+    x = np.empty((n, d), dtype=np.float32)
+    rows = max(1, ROTATION_CHUNK_BYTES // (8 * d))
+    for start in range(0, n, rows):
+        x[start : start + rows] = z[:, start : start + rows].T @ rotation
+    return x
+
+
+def _rows_from_columns(columns: Iterator[tuple[int, np.ndarray]], n: int, d: int) -> np.ndarray:
+    """The float32 (n, d) matrix of unrotated columns, written a block of ``COLUMN_BLOCK_BYTES`` at a time
+    (one column at a time would write n scattered values per column)."""
+    x = np.empty((n, d), dtype=np.float32)
+    width = max(1, min(d, COLUMN_BLOCK_BYTES // (8 * max(n, 1))))
+    block = np.empty((width, n))
+    for j, column in columns:
+        block[j % width] = column
+        if j % width == width - 1 or j == d - 1:
+            start = j - j % width
+            x[:, start : j + 1] = block[: j + 1 - start].T
+    return x
+
+
+def _feature_blocks(blocks: list[BlockSpec]) -> list[FeatureBlock]:
+    out, start = [], 0
+    for b in blocks:
         params = {k: v for k, v in asdict(b).items() if v is not None and k != "name"}
-        feature_blocks.append(
+        out.append(
             FeatureBlock(
                 name=b.label,
                 kind=b.type,
-                indices=tuple(range(start, len(columns))),
+                indices=tuple(range(start, start + b.count)),
                 bayes_accuracy=bayes_accuracy([b]),
                 params=params,
             )
         )
-    z = np.stack(columns, axis=1)
-    rotation = random_rotation(rng, z.shape[1]) if spec.rotate else None
-    x = (z @ rotation if rotation is not None else z).astype(np.float32)
-    y = y.astype(np.int64)
-    cuts = np.cumsum([spec.n_test, spec.n_val])
-    splits = {"test": (x[: cuts[0]], y[: cuts[0]])}
-    if spec.n_val:
-        splits["val"] = (x[cuts[0] : cuts[1]], y[cuts[0] : cuts[1]])
-    splits["train"] = (x[cuts[1] :], y[cuts[1] :])
-    simple = spec.simple_blocks if spec.simple_blocks is not None else [0]
-    for s in simple:
-        if not 0 <= s < len(feature_blocks):
-            raise ValueError(f"simple_blocks: block {s} out of range (dataset has {len(feature_blocks)} blocks)")
-    return Dataset(
-        name=spec.name,
-        splits=splits,
-        input_shape=(z.shape[1],),
-        num_classes=2,
-        blocks=feature_blocks,
-        simple_blocks=list(simple),
-        rotation=rotation,
-        seed=spec.seed,
-        spec={"kind": "synthetic", **spec.to_dict()},
-    )
+        start += b.count
+    return out

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from service import limits
+from service import budget, limits
 from service.auth import DB, CurrentPrincipal
 from service.errors import field_error
+from service.estimates import audit_estimate, model_cost
 from service.ids import new_id
 from service.jobstore import QUEUED, create_job
 from service.models import Audit, Dataset, Model
@@ -161,6 +162,8 @@ async def create_audit(
         dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=dataset_id)
         require_ready(dataset, "dataset", "body.dataset_id")
         check_inputs(body, model, dataset.description or {})
+        members = [model_cost(m) for m in models] if len(models) > 1 else [model_cost(model)] * ensemble_size
+        estimate = budget.enforce(audit_estimate(body, members, dataset.description or {}), settings)
         params: dict[str, Any] = {
             "checks": list(body.checks),
             "options": body.resolved_options(),
@@ -194,6 +197,7 @@ async def create_audit(
             resource_id=row.id,
             params={"model_id": model.id, "dataset_id": dataset.id, **params},
             max_attempts=settings.job_max_attempts,
+            estimate=estimate,
         )
         row.job_id = job.id
         session.add(row)

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from service import limits
+from service import budget, limits
 from service.auth import DB, CurrentPrincipal
+from service.estimates import dataset_estimate
 from service.ids import new_id
 from service.jobstore import QUEUED, create_job
 from service.models import Dataset
@@ -45,6 +46,7 @@ async def create_dataset(
 ) -> JSONResponse:
     settings = settings_of(request)
     limits.check_dataset(body, settings)
+    estimate = budget.enforce(dataset_estimate(body), settings)
 
     def build(session: Session) -> tuple[dict[str, Any], str, str]:
         row = Dataset(
@@ -62,6 +64,7 @@ async def create_dataset(
             resource_id=row.id,
             params={"request": body.engine_request()},
             max_attempts=settings.job_max_attempts,
+            estimate=estimate,
         )
         row.job_id = job.id
         session.add(row)

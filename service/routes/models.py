@@ -9,9 +9,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from service import limits
+from service import budget, limits
 from service.auth import DB, CurrentPrincipal
 from service.errors import field_error
+from service.estimates import training_estimate
 from service.ids import new_id
 from service.jobstore import QUEUED, create_job
 from service.models import Dataset, Model
@@ -93,6 +94,7 @@ async def create_model(
         num_classes = (dataset.description or {}).get("num_classes")
         check_fits(body, input_shape)
         check_adversarial(body, num_classes)
+        estimate = budget.enforce(training_estimate(body, dataset.description or {}, settings), settings)
         row = Model(
             id=new_id("model"),
             owner=principal.owner,
@@ -119,6 +121,7 @@ async def create_model(
                 "seed": row.seed,
             },
             max_attempts=settings.job_max_attempts,
+            estimate=estimate,
         )
         row.job_id = job.id
         session.add(row)

@@ -24,8 +24,9 @@ class JobRead(ReadModel):
     )
     estimate: dict[str, Any] | None = Field(
         default=None,
-        description="The job's estimated peak memory (memory_bytes) and work, from the request, checked "
-        "against the server's limits before it was queued.",
+        description="The job's estimated peak memory (memory_bytes: bytes of the job process) and work "
+        "(multiply-adds), with parts saying what each is made of; checked against the server's job budget "
+        "before it was queued. Null for uploads and for jobs queued before budgets existed.",
     )
     attempt: int = Field(description="1 on the first run; +1 each time a lost worker's job is re-queued.")
     max_attempts: int
