@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.models import Audit
 from service.reports.content import check_parts, verdict_label
-from service.reports.result_rows import ResultRow, Value, result_rows
+from service.reports.result_rows import ResultRow, RowKey, Statistic, Value, result_rows
 from service.routes.common import get_owned, require_ready
 from service.schemas.comparisons import AuditComparison, CheckComparison, ComparedAudit, ComparisonRow
 
@@ -43,7 +43,7 @@ def _same(a: Value, b: Value) -> bool:
     return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
-def _row(metric: str, block: str | None, statistic: str, values: list[Value]) -> ComparisonRow:
+def _row(metric: str, block: str | None, statistic: Statistic, values: list[Value]) -> ComparisonRow:
     base = _number(values[0])
     deltas = [
         None if base is None or (number := _number(value)) is None else number - base for value in values
@@ -64,10 +64,10 @@ def _titles(audits: list[Audit]) -> dict[str, str]:
 
 def compare(audits: list[Audit]) -> AuditComparison:
     """The comparison of finished audits (``owned_finished_audits``), the first being the baseline."""
-    per_audit: list[dict[tuple[str, str, str | None, str], ResultRow]] = [
+    per_audit: list[dict[RowKey, ResultRow]] = [
         {row.key: row for row in result_rows(audit.results)} for audit in audits
     ]
-    keys: dict[tuple[str, str, str | None, str], None] = {}
+    keys: dict[RowKey, None] = {}
     for rows in per_audit:
         keys.update(dict.fromkeys(rows))
     titles = _titles(audits)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 Statistic = Literal["value", "mean", "std"]
 Value = bool | int | float | None
+RowKey = tuple[str, str, str | None, Statistic]
 BLOCK_KEYED = "block_share"
 CSV_COLUMNS = ("audit_id", "check", "metric", "block", "statistic", "value")
 
@@ -44,7 +45,7 @@ class ResultRow:
     value: Value
 
     @property
-    def key(self) -> tuple[str, str, str | None, str]:
+    def key(self) -> RowKey:
         """What names the row: the same key in two audits means the same figure."""
         return (self.check, self.metric, self.block, self.statistic)
 

@@ -8,7 +8,7 @@ report). Plain ``def`` routes, as the reports: they read whole audits in a worke
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -37,7 +37,9 @@ CompareIds = Annotated[
 ]
 # A check with more figures than this (feature dependence per coordinate) shows them folded on the page.
 COLLAPSE_ROWS = 40
-NOT_FINISHED = {409: problem("One of the audits has not finished; `detail` names it (problem+json).")}
+NOT_FINISHED: dict[int | str, dict[str, Any]] = {
+    409: problem("One of the audits has not finished; `detail` names it (problem+json).")
+}
 
 
 def parse_ids(text: str) -> list[str]:
