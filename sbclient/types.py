@@ -143,7 +143,7 @@ class ComparisonRow(TypedDict):
     block: str | None
     statistic: Literal["value", "mean", "std"]
     values: list[bool | int | float | None]
-    deltas: list[float | None]
+    deltas: list[int | float | None]
     changed: bool
 
 

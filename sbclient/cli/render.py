@@ -376,12 +376,15 @@ def value_text(value: Any) -> str:
     return number(value)
 
 
-def delta_text(value: float | None) -> str:
-    """``+0.125`` / ``-0.004`` / ``0``; a change too small for three decimals in scientific notation."""
+def delta_text(value: int | float | None) -> str:
+    """``+0.125`` / ``-0.004`` / ``+2`` / ``0``; a change too small for three decimals in scientific
+    notation."""
     if value is None:
         return "-"
     if value == 0:
         return "0"
+    if isinstance(value, int):
+        return f"{value:+d}"
     return f"{value:+.1e}" if abs(value) < 0.0005 else f"{value:+.3f}"
 
 

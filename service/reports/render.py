@@ -28,12 +28,15 @@ SECURITY_HEADERS = {
 }
 
 
-def delta(value: float | None) -> str:
-    """``+0.125`` / ``-0.004`` / ``0``; a change too small for three decimals in scientific notation."""
+def delta(value: int | float | None) -> str:
+    """``+0.125`` / ``-0.004`` / ``+2`` / ``0``; a change too small for three decimals in scientific
+    notation."""
     if value is None:
         return DASH
     if value == 0:
         return "0"
+    if isinstance(value, int):
+        return f"{value:+d}"
     return f"{value:+.1e}" if abs(value) < 0.0005 else f"{value:+.3f}"
 
 

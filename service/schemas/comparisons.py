@@ -45,7 +45,7 @@ class ComparisonRow(BaseModel):
     values: list[Value] = Field(
         description="One per audit, in the order of `audits`; null where an audit has no such figure."
     )
-    deltas: list[float | None] = Field(
+    deltas: list[int | float | None] = Field(
         description="values[i] - values[0] for each audit (0 for the first); null where either value is "
         "not a number."
     )

@@ -82,8 +82,13 @@ def test_figures_side_by_side_with_deltas_and_the_verdict_change(client, auth, s
 def test_three_audits_and_a_check_only_some_ran(client, auth, store):
     without_uap = copy.deepcopy(changed_audit())
     del without_uap["results"]["uap"]
+    n = without_uap["results"]["randomization"]["n"]
+    without_uap["results"]["randomization"]["n"] = n - 50
     ids = [store(), store(without_uap), store()]
     body = compare(client, auth, *ids).json()
+    examples = row(body, "randomization", "n")
+    assert examples["values"] == [n, n - 50, n] and examples["deltas"] == [0, -50, 0]
+    assert all(type(d) is int for d in examples["deltas"])  # counts stay integers
     assert [a["verdict_changed"] for a in body["audits"]] == [False, True, False]
     accuracy = row(body, "uap", "accuracy")
     value = engine_audit()["results"]["uap"]["accuracy"]
