@@ -34,6 +34,7 @@ Value = bool | int | float | None
 RowKey = tuple[str, str, str | None, Statistic]
 BLOCK_KEYED = "block_share"
 CSV_COLUMNS = ("audit_id", "check", "metric", "block", "statistic", "value")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,12 @@ def result_rows(results: dict[str, Any] | None) -> list[ResultRow]:
     return rows
 
 
+def _csv_text(text: str) -> str:
+    """Text a spreadsheet would run as a formula (a block an uploader named ``=HYPERLINK(...)``) is
+    prefixed with ``'``, the usual guard against CSV injection; other text is left as it is."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
 def _csv_value(value: Value) -> str:
     if value is None:
         return ""
@@ -107,12 +114,12 @@ def _csv_value(value: Value) -> str:
 
 
 def to_csv(audit_id: str, rows: list[ResultRow]) -> str:
-    """The rows as CSV (RFC 4180, CRLF line ends, a header line ``CSV_COLUMNS``)."""
+    """The rows as CSV (RFC 4180, CRLF line ends, a header line ``CSV_COLUMNS``). Values are numbers, so
+    only the names need the formula guard."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        writer.writerow(
-            [audit_id, row.check, row.metric, row.block or "", row.statistic, _csv_value(row.value)]
-        )
+        names = [_csv_text(text) for text in (row.check, row.metric, row.block or "")]
+        writer.writerow([audit_id, *names, row.statistic, _csv_value(row.value)])
     return out.getvalue()

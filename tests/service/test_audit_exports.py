@@ -68,6 +68,16 @@ def test_results_csv_has_one_row_per_check_figure_block_and_statistic(client, au
         assert r["value"] in ("", "true", "false") or float(r["value"]) == float(r["value"])
 
 
+def test_a_block_name_a_spreadsheet_would_run_is_quoted(client, auth, app, db):
+    """Uploaded datasets name their own blocks: a name starting like a formula is neutralized."""
+    audit = engine_audit()
+    audit["results"]["uap"]["block_share"] = {"=HYPERLINK(1)": 0.5, "-x": -0.25, "slab": 0.25}
+    audit_id = store_audit(app, db, audit)
+    rows = csv_rows(client.get(f"/v1/audits/{audit_id}/results.csv", headers=auth).text)
+    shares = {r["block"]: r["value"] for r in rows if (r["check"], r["metric"]) == ("uap", "block_share")}
+    assert shares == {"'=HYPERLINK(1)": "0.5", "'-x": "-0.25", "slab": "0.25"}  # numbers are left alone
+
+
 def test_results_csv_of_a_missing_foreign_or_unfinished_audit(client, auth, other_auth, app, db, audit_id):
     problem(client.get(f"/v1/audits/{audit_id}/results.csv", headers=other_auth), 404)
     problem(client.get("/v1/audits/aud_AAAAAAAAAAAAAAAA/results.csv", headers=auth), 404)
