@@ -13,16 +13,16 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, Literal, cast
 
 import httpx
 
 from sbclient.errors import ApiError, ClientError, ConnectionFailed
 from sbclient.sse import EventStreamParser
-from sbclient.types import TERMINAL_STATES, Audit, Dataset, Job, JobEvent, Model, Upload
+from sbclient.types import TERMINAL_STATES, Audit, AuditComparison, Dataset, Job, JobEvent, Model, Upload
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -32,6 +32,12 @@ UPLOAD_TIMEOUT = httpx.Timeout(30.0, read=900.0, write=900.0)
 EVENTS_READ_TIMEOUT = 60.0
 # get_job(wait=...) long-polls up to this long per request while wait() falls back to polling.
 POLL_WAIT_SECONDS = 20.0
+# What export_audit can fetch: the path under /v1/audits/{id} and its query.
+EXPORTS: dict[str, tuple[str, dict[str, str]]] = {
+    "csv": ("results.csv", {}),
+    "html": ("report", {"download": "true"}),
+}
+ExportFormat = Literal["csv", "html"]
 _FILENAME = re.compile(r"""filename\*?=(?:UTF-8'')?"?([^";]+)"?""", re.IGNORECASE)
 
 
@@ -161,6 +167,37 @@ class Client:
     def audit_report_json(self, audit_id: str) -> dict[str, Any]:
         return self._get_json(f"/v1/audits/{audit_id}/report.json")
 
+    def audit_results_csv(self, audit_id: str) -> str:
+        """The finished audit's results, one row per check, figure, block and statistic (header
+        ``audit_id,check,metric,block,statistic,value``)."""
+        return self._request("GET", f"/v1/audits/{audit_id}/results.csv", retry=True).text
+
+    def export_audit(
+        self, audit_id: str, dest_path: str | os.PathLike[str], *, format: ExportFormat = "csv"
+    ) -> Path:
+        """Save the results as CSV (``format="csv"``) or the report as one self-contained HTML file
+        (``"html"``) to ``dest_path`` (a file, or a folder to put it in under the server's name,
+        ``<id>-results.csv`` / ``<id>-report.html``) and return the path; a failure leaves nothing behind."""
+        if format not in EXPORTS:
+            raise ClientError(f"format: {format!r} is not one of {', '.join(EXPORTS)}")
+        path, params = EXPORTS[format]
+        response = self._request("GET", f"/v1/audits/{audit_id}/{path}", params=params, retry=True)
+        dest = Path(dest_path)
+        if dest.is_dir():
+            dest = dest / _served_filename(response, fallback=f"{audit_id}.{format}")
+        with _replacing(dest) as fh:
+            fh.write(response.content)
+        return dest
+
+    def compare_audits(self, audit_ids: Sequence[str]) -> AuditComparison:
+        """Two or more finished audits side by side: every figure with its delta from the first audit, and
+        each audit's verdict and whether it changed."""
+        return cast(AuditComparison, self._get_json("/v1/audits/compare", params={"ids": ",".join(audit_ids)}))
+
+    def comparison_url(self, audit_ids: Sequence[str]) -> str:
+        """Where a browser shows the comparison of these audits."""
+        return f"{self.url}/v1/audits/compare/report?ids={','.join(audit_ids)}"
+
     # --- jobs -------------------------------------------------------------------------------------
 
     def get_job(self, job_id: str, wait: float = 0) -> Job:
@@ -254,20 +291,14 @@ class Client:
         with self._stream("GET", f"/v1/artifacts/{artifact_id}") as response:
             if dest.is_dir():
                 dest = dest / _served_filename(response, fallback=artifact_id)
-            tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
-            try:
-                digest = hashlib.sha256()
-                with open(tmp, "xb") as fh:
-                    for chunk in response.iter_bytes():
-                        fh.write(chunk)
-                        digest.update(chunk)
+            digest = hashlib.sha256()
+            with _replacing(dest) as fh:
+                for chunk in response.iter_bytes():
+                    fh.write(chunk)
+                    digest.update(chunk)
                 expected = response.headers.get("etag", "").strip('"')
                 if expected and expected != digest.hexdigest():
                     raise ClientError(f"artifact {artifact_id}: the download is corrupted (sha256 mismatch)")
-                os.replace(tmp, dest)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
         return dest
 
     # --- plumbing ---------------------------------------------------------------------------------
@@ -339,6 +370,20 @@ class Client:
 
     def _pause(self, attempt: int) -> None:
         time.sleep(self.backoff * 2**attempt)
+
+
+@contextmanager
+def _replacing(dest: Path) -> Iterator[BinaryIO]:
+    """A new temporary file beside ``dest``, renamed onto it when the block ends; removed if it raises, so
+    a failed write never leaves a half-written ``dest`` (nor a stray temporary file)."""
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        with open(tmp, "xb") as fh:
+            yield fh
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _served_filename(response: httpx.Response, *, fallback: str) -> str:

@@ -124,6 +124,44 @@ class Audit(_Resource):
     mlflow: MlflowRun | None
 
 
+class ComparedAudit(TypedDict):
+    id: str
+    name: str | None
+    model_id: str
+    dataset_id: str
+    created_at: str
+    checks: list[str]
+    verdict: str | None
+    verdict_code: str | None
+    verdict_label: str
+    verdict_changed: bool
+    report_url: str
+
+
+class ComparisonRow(TypedDict):
+    metric: str
+    block: str | None
+    statistic: Literal["value", "mean", "std"]
+    values: list[bool | int | float | None]
+    deltas: list[int | float | None]
+    changed: bool
+
+
+class CheckComparison(TypedDict):
+    check: str
+    title: str
+    rows: list[ComparisonRow]
+
+
+class AuditComparison(TypedDict):
+    """``GET /v1/audits/compare``: ``audits`` in the order asked (the first is the baseline of the deltas)."""
+
+    audits: list[ComparedAudit]
+    verdict_changed: bool
+    checks: list[CheckComparison]
+    report_url: str
+
+
 @dataclass(frozen=True)
 class JobEvent:
     """One step of a job's progress: ``event`` is "job" (the job changed) or "end" (it finished; ``job``

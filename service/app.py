@@ -26,7 +26,19 @@ from service.db import Database
 from service.dispatch import Executor, NoExecutor
 from service.metrics import AppMetrics, MetricsMiddleware
 from service.ratelimit import RateLimitMiddleware, budgets
-from service.routes import artifacts, audits, datasets, health, jobs, models, pages, reports, uploads, usage
+from service.routes import (
+    artifacts,
+    audits,
+    comparisons,
+    datasets,
+    health,
+    jobs,
+    models,
+    pages,
+    reports,
+    uploads,
+    usage,
+)
 from service.settings import Settings, get_settings
 from service.storage import ArtifactStore
 
@@ -75,6 +87,8 @@ def create_app(
     app.state.long_polls = caps.long_poll_slots(settings.max_long_polls_per_key)
     app.state.clock = time.monotonic  # the rate limiter's clock; tests move it
     errors.install(app)
+    # Before audits: /v1/audits/compare must not be read as GET /v1/audits/{audit_id}.
+    app.include_router(comparisons.router)
     for module in (datasets, models, audits, jobs, artifacts, health):
         app.include_router(module.router)
     app.include_router(uploads.router)

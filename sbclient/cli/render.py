@@ -360,3 +360,70 @@ CHECK_VIEWS = {
     "generalization": _generalization,
     "ensemble": _ensemble,
 }
+
+
+# --- comparisons ------------------------------------------------------------------------------------
+
+
+def value_text(value: Any) -> str:
+    """A figure's value: integers as they are, other numbers to three decimals, yes / no, ``-`` for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    return number(value)
+
+
+def delta_text(value: int | float | None) -> str:
+    """``+0.125`` / ``-0.004`` / ``+2`` / ``0``; a change too small for three decimals in scientific
+    notation."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    if isinstance(value, int):
+        return f"{value:+d}"
+    return f"{value:+.1e}" if abs(value) < 0.0005 else f"{value:+.3f}"
+
+
+def comparison_view(comparison: Mapping[str, Any], *, changed_only: bool = False) -> RenderableType:
+    """The verdicts of the compared audits, then a table per check: each figure's value per audit and its
+    delta from the first (the baseline); changed figures in bold (with ``changed_only``, only those)."""
+    audits = comparison.get("audits") or []
+    verdicts = Table()
+    for column in ("#", "audit", "name", "verdict", "code", "changed"):
+        verdicts.add_column(column, no_wrap=column == "audit")
+    for i, audit in enumerate(audits, 1):
+        verdicts.add_row(
+            f"{i}{' (baseline)' if i == 1 else ''}", audit["id"], audit.get("name") or "-",
+            str(audit.get("verdict_label")), audit.get("verdict_code") or "-",
+            "yes" if audit.get("verdict_changed") else "",
+        )  # fmt: skip
+    heading = "the verdict changed" if comparison.get("verdict_changed") else "the verdict did not change"
+    parts: list[RenderableType] = [_titled(f"{len(audits)} audits compared: {heading}", verdicts)]
+    for check in comparison.get("checks") or []:
+        rows = [r for r in check.get("rows") or [] if r.get("changed") or not changed_only]
+        if not rows:
+            continue
+        table = Table()
+        for column in ("figure", "block", "statistic"):
+            table.add_column(column)
+        for i in range(1, len(audits) + 1):
+            table.add_column(f"#{i}", justify="right")
+            if i > 1:
+                table.add_column(f"Δ #{i}", justify="right")
+        for row in rows:
+            cells = [row["metric"], row.get("block") or "", row["statistic"]]
+            for i, value in enumerate(row["values"]):
+                cells.append(value_text(value))
+                if i:
+                    cells.append(delta_text(row["deltas"][i]))
+            table.add_row(*cells, style="bold" if row.get("changed") else None)
+        changed = sum(1 for r in check.get("rows") or [] if r.get("changed"))
+        title = f"{check['title']} ({check['check']}): {changed} of {len(check.get('rows') or [])} figures changed"
+        parts.append(_titled(title, table))
+    if changed_only and len(parts) == 1:
+        parts.append(Text("No figure differs from the baseline."))
+    return Group(*parts)

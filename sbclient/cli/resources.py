@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import sys
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,6 +151,23 @@ def _register_audits(subparsers: Subparsers, common: argparse.ArgumentParser) ->
     report.add_argument("id")
     report.add_argument("-o", "--output", type=Path, help="the file to write (default: <id>.html)")
     report.set_defaults(handler=save_report)
+    diff = actions.add_parser(
+        "diff", parents=[common], help="compare finished audits figure by figure",
+        description="Every figure of every check side by side, with its delta from the first audit (the "
+        "baseline), and the verdicts. --json prints GET /v1/audits/compare's document.",
+    )  # fmt: skip
+    diff.add_argument("ids", nargs="+", metavar="ID", help="two or more audit ids; the first is the baseline")
+    diff.add_argument("--changed", action="store_true", help="show only the figures that differ")
+    diff.set_defaults(handler=diff_audits)
+    export = actions.add_parser(
+        "export", parents=[common], help="save an audit's results as CSV or its report as one HTML file"
+    )
+    export.add_argument("id")
+    export.add_argument("--format", choices=("csv", "html"), default="csv",
+                        help="csv: one row per check, figure, block and statistic; html: the report (default: csv)")  # fmt: skip
+    export.add_argument("-o", "--output", type=Path, default=Path("."),
+                        help="file or folder to save to (default: <id>-results.csv or <id>-report.html, here)")  # fmt: skip
+    export.set_defaults(handler=export_audit)
 
 
 def _register_jobs(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -338,11 +353,29 @@ def list_audits(args: argparse.Namespace, client: Client) -> int:
 
 @client_command
 def save_report(args: argparse.Namespace, client: Client) -> int:
-    html = client.audit_report_html(args.id)
-    path = args.output or Path(f"{args.id}.html")
-    _write_atomically(path, html.encode())
+    path = client.export_audit(args.id, args.output or Path(f"{args.id}.html"), format="html")
     print(path)
     print(client.report_url(args.id))
+    return 0
+
+
+@client_command
+def export_audit(args: argparse.Namespace, client: Client) -> int:
+    print(client.export_audit(args.id, args.output, format=args.format))
+    return 0
+
+
+@client_command
+def diff_audits(args: argparse.Namespace, client: Client) -> int:
+    from sbclient.cli import render as cli_render
+
+    comparison = client.compare_audits(args.ids)
+    if args.json:
+        cli_render.print_json(comparison)
+        return 0
+    out = cli_render.console()
+    out.print(cli_render.comparison_view(comparison, changed_only=args.changed))
+    out.print(f"report: {client.comparison_url(args.ids)}")
     return 0
 
 
@@ -383,14 +416,3 @@ def get_artifact(args: argparse.Namespace, client: Client) -> int:
     print(path)
     return 0
 
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: a failure leaves no half-written file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -154,9 +154,10 @@ def assemble(
     return Report(audit, dataset, model, read, figures, training_curves, check_sections)
 
 
-def page_context(report: Report) -> dict[str, Any]:
+def page_context(report: Report, *, standalone: bool = False) -> dict[str, Any]:
     """The variables of report.html.j2 for ``report``: the one way the HTML report is filled in, whether the
-    API serves it or the worker renders it for an MLflow run."""
+    API serves it or the worker renders it for an MLflow run. ``standalone``: the page is a file to keep (the
+    download), which names the server's pages instead of linking to them."""
     description = (report.dataset.description or {}) if report.dataset else {}
     simple = report.read.audit.simple_blocks or list(description.get("simple_blocks") or [])
     return {
@@ -165,6 +166,7 @@ def page_context(report: Report) -> dict[str, Any]:
         "simple_blocks": simple,
         "settings_text": settings_text,
         "generated": datetime.now(UTC),
+        "standalone": standalone,
     }
 
 

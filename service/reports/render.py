@@ -15,7 +15,7 @@ from typing import Any
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from service.reports.sections import mean_std, num
+from service.reports.sections import DASH, mean_std, num
 
 TEMPLATES = Path(__file__).parent / "templates"
 SECURITY_HEADERS = {
@@ -28,6 +28,18 @@ SECURITY_HEADERS = {
 }
 
 
+def delta(value: int | float | None) -> str:
+    """``+0.125`` / ``-0.004`` / ``+2`` / ``0``; a change too small for three decimals in scientific
+    notation."""
+    if value is None:
+        return DASH
+    if value == 0:
+        return "0"
+    if isinstance(value, int):
+        return f"{value:+d}"
+    return f"{value:+.1e}" if abs(value) < 0.0005 else f"{value:+.3f}"
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
@@ -38,6 +50,7 @@ def environment() -> Environment:
     )
     env.filters["num"] = num
     env.filters["mean_std"] = mean_std
+    env.filters["delta"] = delta
     env.filters["percent"] = lambda value: "—" if value is None else f"{100 * float(value):.0f}%"
     env.filters["pretty"] = lambda value: json.dumps(value, indent=2)
     env.filters["when"] = lambda value: "—" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")

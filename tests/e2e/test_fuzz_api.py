@@ -4,7 +4,7 @@ Each operation gets schema-valid and schema-invalid requests (bodies, query stri
 forms); every response must be a documented status with a body, content type and headers that match the
 schema, never a 5xx, and an invalid request must be refused with a 4xx. The server is seeded with a ready
 dataset, model and audit, and path parameters and body ids are sometimes replaced by those real ids, so
-the found-and-owned branches run too, not only the 404s.
+the found-and-owned branches run too, not only the 404s (the comparisons get two real audits' ids).
 
 Two more tests send a fifth as many requests to every /v1 operation without a key and with a made-up one:
 never a success, and a well-formed request gets 401. A last one reads the server log for errors that no
@@ -141,6 +141,22 @@ def _load_schema(server: Server, real_ids: dict[str, Any]):
     @schema.hook
     def before_generate_body(ctx, strategy):
         return st.one_of(strategy, strategy.map(lambda body: _with_real_ids(body, real_ids)))
+
+    @schema.hook
+    def before_generate_query(ctx, strategy):
+        """GET /v1/audits/compare[/report]: sometimes two real audits, so the comparison itself is checked."""
+        if not ctx.operation.path.startswith("/v1/audits/compare"):
+            return strategy
+        two = ",".join(real_ids["audit_id"] + real_ids["DELETE"]["audit_id"])
+
+        def real(query: Any) -> Any:
+            return {**query, "ids": two} if isinstance(query, dict) and "ids" in query else query
+
+        # Some strategies draw GeneratedValue wrappers (schemathesis 4), others the plain query.
+        return st.one_of(
+            strategy,
+            strategy.map(lambda drawn: drawn.map_value(real) if hasattr(drawn, "map_value") else real(drawn)),
+        )
 
     return schema
 
