@@ -39,7 +39,9 @@ class LoopClock:
         self.updates, self.started, self.seconds = updates, None, 0.0
 
     def __call__(self, p: Progress) -> None:
-        local = p.step - p.metrics.get("member", 0) * self.updates  # one-by-one runs report ensemble-wide steps
+        local = (
+            p.step - p.metrics.get("member", 0) * self.updates
+        )  # one-by-one runs report ensemble-wide steps
         if local == 0 and self.started is None:
             self.started = time.perf_counter()
         elif local == self.updates and self.started is not None:
@@ -50,8 +52,9 @@ class LoopClock:
 def timed(ds, cfg: TrainConfig, members: int, seed: int, device: str, vectorize: str):
     clock = LoopClock(cfg.stop.max_updates)
     started = time.perf_counter()
-    models, results = train_ensemble(ARCH, ds, cfg, size=members, seed=seed, device=device, vectorize=vectorize,
-                                     progress=clock)
+    models, results = train_ensemble(
+        ARCH, ds, cfg, size=members, seed=seed, device=device, vectorize=vectorize, progress=clock
+    )
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter() - started, clock.seconds, models, results
@@ -69,8 +72,9 @@ def main() -> None:
     ds = build_dataset({"preset": "LMS-5", "seed": args.seed})
 
     def config(updates: int) -> TrainConfig:
-        return TrainConfig(lr=0.1, weight_decay=5e-5, batch_size=256, eval_every=10**9,
-                           stop=StopRule(max_updates=updates))
+        return TrainConfig(
+            lr=0.1, weight_decay=5e-5, batch_size=256, eval_every=10**9, stop=StopRule(max_updates=updates)
+        )
 
     for vectorize in ("always", "never"):  # warm-up: allocator, kernels, lazy imports
         timed(ds, config(20), 2, args.seed, device, vectorize)
@@ -92,28 +96,36 @@ def main() -> None:
     vec_seconds, vec_loop = (statistics.median(r[i] for r in runs["always"]) for i in (0, 1))
     seq_seconds, seq_loop = (statistics.median(r[i] for r in runs["never"]) for i in (0, 1))
     member_updates = args.members * args.updates
-    print(json.dumps({
-        "bench": "ensemble",
-        "device": device,
-        "members": args.members,
-        "updates_per_member": args.updates,
-        "repeats": args.repeats,
-        "vectorized_seconds": round(vec_seconds, 3),
-        "sequential_seconds": round(seq_seconds, 3),
-        "vectorized_ms_per_member_update": round(1000 * vec_seconds / member_updates, 4),
-        "sequential_ms_per_member_update": round(1000 * seq_seconds / member_updates, 4),
-        "speedup": round(seq_seconds / vec_seconds, 2),
-        "loop_vectorized_seconds": round(vec_loop, 3),
-        "loop_sequential_seconds": round(seq_loop, 3),
-        "loop_speedup": round(seq_loop / vec_loop, 2),
-        "speedup_per_repeat": [round(s[0] / v[0], 2) for v, s in zip(runs["always"], runs["never"], strict=True)],
-        "max_abs_weight_diff": max_diff,
-        "same_test_accuracy": [r.metrics["test_accuracy"] for r in vec_results]
-        == [r.metrics["test_accuracy"] for r in seq_results],
-        "mean_test_accuracy": round(sum(r.metrics["test_accuracy"] for r in vec_results) / args.members, 4),
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads available",
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "ensemble",
+                "device": device,
+                "members": args.members,
+                "updates_per_member": args.updates,
+                "repeats": args.repeats,
+                "vectorized_seconds": round(vec_seconds, 3),
+                "sequential_seconds": round(seq_seconds, 3),
+                "vectorized_ms_per_member_update": round(1000 * vec_seconds / member_updates, 4),
+                "sequential_ms_per_member_update": round(1000 * seq_seconds / member_updates, 4),
+                "speedup": round(seq_seconds / vec_seconds, 2),
+                "loop_vectorized_seconds": round(vec_loop, 3),
+                "loop_sequential_seconds": round(seq_loop, 3),
+                "loop_speedup": round(seq_loop / vec_loop, 2),
+                "speedup_per_repeat": [
+                    round(s[0] / v[0], 2) for v, s in zip(runs["always"], runs["never"], strict=True)
+                ],
+                "max_abs_weight_diff": max_diff,
+                "same_test_accuracy": [r.metrics["test_accuracy"] for r in vec_results]
+                == [r.metrics["test_accuracy"] for r in seq_results],
+                "mean_test_accuracy": round(
+                    sum(r.metrics["test_accuracy"] for r in vec_results) / args.members, 4
+                ),
+                "torch": torch.__version__,
+                "machine": f"{platform.machine()} {torch.get_num_threads()} threads available",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,12 @@ ARCH = {"name": "fcn", "width": 100, "depth": 2}
 
 def dataloader_loop(model, ds, cfg: TrainConfig, updates: int, device: str) -> float:
     x, y = ds.split("train")
-    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=cfg.batch_size,
-                        shuffle=True, pin_memory=device != "cpu")
+    loader = DataLoader(
+        TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        pin_memory=device != "cpu",
+    )
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     started = time.perf_counter()
     step = 0
@@ -60,8 +64,9 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     ds = build_dataset({"preset": "LMS-5", "seed": args.seed})
-    cfg = TrainConfig(lr=0.1, weight_decay=5e-5, batch_size=256, eval_every=10**9,
-                      stop=StopRule(max_updates=args.updates))
+    cfg = TrainConfig(
+        lr=0.1, weight_decay=5e-5, batch_size=256, eval_every=10**9, stop=StopRule(max_updates=args.updates)
+    )
 
     ours_times, base_times = [], []
     for _ in range(args.rounds):
@@ -77,21 +82,25 @@ def main() -> None:
     ours_seconds, base_seconds = statistics.median(ours_times), statistics.median(base_times)
     base_test = evaluate(baseline, *ds.split("test"), device=device)[0]
 
-    print(json.dumps({
-        "bench": "train_lms5",
-        "device": device,
-        "updates": args.updates,
-        "sbengine_ms_per_update": round(1000 * ours_seconds / args.updates, 4),
-        "dataloader_ms_per_update": round(1000 * base_seconds / args.updates, 4),
-        "speedup": round(base_seconds / ours_seconds, 2),
-        "speedup_per_round": [round(b / o, 2) for o, b in zip(ours_times, base_times, strict=True)],
-        "rounds": args.rounds,
-        "sbengine_test_accuracy": result.metrics["test_accuracy"],
-        "dataloader_test_accuracy": base_test,
-        "torch": torch.__version__,
-        "threads": 1 if device == "cpu" else None,
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads available",
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "train_lms5",
+                "device": device,
+                "updates": args.updates,
+                "sbengine_ms_per_update": round(1000 * ours_seconds / args.updates, 4),
+                "dataloader_ms_per_update": round(1000 * base_seconds / args.updates, 4),
+                "speedup": round(base_seconds / ours_seconds, 2),
+                "speedup_per_round": [round(b / o, 2) for o, b in zip(ours_times, base_times, strict=True)],
+                "rounds": args.rounds,
+                "sbengine_test_accuracy": result.metrics["test_accuracy"],
+                "dataloader_test_accuracy": base_test,
+                "torch": torch.__version__,
+                "threads": 1 if device == "cpu" else None,
+                "machine": f"{platform.machine()} {torch.get_num_threads()} threads available",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ def frozen_batchnorm_statistics(model: torch.nn.Module):
     saved = []
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            saved.append((m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None))
+            saved.append(
+                (m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+            )
             m.momentum = 0.0
     try:
         yield
@@ -55,17 +57,25 @@ class Adversary:
         from sbengine.attacks import pgd
 
         with frozen_batchnorm_statistics(model), self.autocast():
-            delta = pgd(model, xb, yb, self.train_attack, seed=int(generator(self.seed, 31, step).initial_seed()))
+            delta = pgd(
+                model, xb, yb, self.train_attack, seed=int(generator(self.seed, 31, step).initial_seed())
+            )
         return (xb + delta).detach()
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
         from sbengine.attacks import pgd_perturb
         from sbengine.metrics import randomization
 
-        delta = pgd_perturb(model, self.eval_x, self.eval_y, self.eval_attack, seed=self.seed, device=self.device)
-        logits = predict_logits(model, self.eval_x.to(self.device) + delta.to(self.device), device=self.device)
+        delta = pgd_perturb(
+            model, self.eval_x, self.eval_y, self.eval_attack, seed=self.seed, device=self.device
+        )
+        logits = predict_logits(
+            model, self.eval_x.to(self.device) + delta.to(self.device), device=self.device
+        )
         robust_acc, robust_loss = accuracy_and_loss(logits, self.eval_y.to(self.device))
-        rand = randomization(model, self.dataset, split=self.eval_split, repeats=1, seed=self.seed, device=self.device)
+        rand = randomization(
+            model, self.dataset, split=self.eval_split, repeats=1, seed=self.seed, device=self.device
+        )
         return {
             "robust_accuracy": robust_acc,
             "robust_loss": robust_loss,

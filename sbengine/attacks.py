@@ -78,16 +78,43 @@ class PGDConfig:
         checks = [
             (self.norm in NORMS, "norm", f"one of {', '.join(NORMS)}", self.norm),
             (_is_number(self.eps) and self.eps > 0, "eps", "a positive number", self.eps),
-            (_is_number(self.step_size) and self.step_size > 0, "step_size", "a positive number", self.step_size),
-            (_is_int(self.steps) and 1 <= self.steps <= MAX_STEPS, "steps", f"an integer in [1, {MAX_STEPS}]",
-             self.steps),
+            (
+                _is_number(self.step_size) and self.step_size > 0,
+                "step_size",
+                "a positive number",
+                self.step_size,
+            ),
+            (
+                _is_int(self.steps) and 1 <= self.steps <= MAX_STEPS,
+                "steps",
+                f"an integer in [1, {MAX_STEPS}]",
+                self.steps,
+            ),
             (self.loss in LOSSES, "loss", f"one of {', '.join(LOSSES)}", self.loss),
-            (_is_number(self.rand_eps) and self.rand_eps >= 0, "rand_eps", "a non-negative number", self.rand_eps),
-            (_is_int(self.restarts) and 1 <= self.restarts <= MAX_RESTARTS, "restarts",
-             f"an integer in [1, {MAX_RESTARTS}]", self.restarts),
-            (self.bounds is None or (isinstance(self.bounds, tuple) and len(self.bounds) == 2
-                                     and all(_is_number(b) for b in self.bounds) and self.bounds[0] < self.bounds[1]),
-             "bounds", "null or [low, high] with low < high", self.bounds),
+            (
+                _is_number(self.rand_eps) and self.rand_eps >= 0,
+                "rand_eps",
+                "a non-negative number",
+                self.rand_eps,
+            ),
+            (
+                _is_int(self.restarts) and 1 <= self.restarts <= MAX_RESTARTS,
+                "restarts",
+                f"an integer in [1, {MAX_RESTARTS}]",
+                self.restarts,
+            ),
+            (
+                self.bounds is None
+                or (
+                    isinstance(self.bounds, tuple)
+                    and len(self.bounds) == 2
+                    and all(_is_number(b) for b in self.bounds)
+                    and self.bounds[0] < self.bounds[1]
+                ),
+                "bounds",
+                "null or [low, high] with low < high",
+                self.bounds,
+            ),
             (isinstance(self.minimal, bool), "minimal", "a boolean", self.minimal),
         ]
         for ok, name, wanted, value in checks:
@@ -133,8 +160,9 @@ def relative_to_range(dataset: Dataset, fraction: float) -> float:
     return float(fraction) * (hi - lo)
 
 
-def _targets(y: torch.Tensor, num_classes: int, cfg: PGDConfig, target: torch.Tensor | None,
-             gen: torch.Generator) -> torch.Tensor | None:
+def _targets(
+    y: torch.Tensor, num_classes: int, cfg: PGDConfig, target: torch.Tensor | None, gen: torch.Generator
+) -> torch.Tensor | None:
     """The label each targeted loss pulls toward; ``None`` for the untargeted loss."""
     if cfg.loss == "untargeted":
         return None
@@ -147,7 +175,9 @@ def _targets(y: torch.Tensor, num_classes: int, cfg: PGDConfig, target: torch.Te
         return target
     if cfg.loss in _BINARY_LOSSES:
         if num_classes != 2:
-            raise ValueError(f"pgd.loss {cfg.loss!r} needs a binary model, this one has {num_classes} outputs")
+            raise ValueError(
+                f"pgd.loss {cfg.loss!r} needs a binary model, this one has {num_classes} outputs"
+            )
         return 1 - y
     if cfg.loss == "plusone_targeted":
         return (y + 1) % num_classes
@@ -161,7 +191,9 @@ def _objective(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | Non
     if loss == "untargeted":
         return -F.cross_entropy(logits, y, reduction="sum")
     if loss == "binary_hybrid":
-        return (F.cross_entropy(logits, target, reduction="none") - F.cross_entropy(logits, y, reduction="none")).sum()
+        return (
+            F.cross_entropy(logits, target, reduction="none") - F.cross_entropy(logits, y, reduction="none")
+        ).sum()
     return F.cross_entropy(logits, target, reduction="sum")
 
 
@@ -188,9 +220,19 @@ def _still_unflipped(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor
     return pred == y if target is None else pred != target
 
 
-def _attack_batch(model, x, y, cfg: PGDConfig, *, target, seed: int, stream: int,
-                  progress: ProgressCallback | None = None, progress_offset: int = 0,
-                  progress_total: int | None = None) -> torch.Tensor:
+def _attack_batch(
+    model,
+    x,
+    y,
+    cfg: PGDConfig,
+    *,
+    target,
+    seed: int,
+    stream: int,
+    progress: ProgressCallback | None = None,
+    progress_offset: int = 0,
+    progress_total: int | None = None,
+) -> torch.Tensor:
     tgt: torch.Tensor | None = None  # fixed at the first forward pass, where the number of classes shows
     best = torch.zeros_like(x)
     best_ce = torch.full((x.shape[0],), -math.inf, device=x.device)
@@ -234,8 +276,15 @@ def _attack_batch(model, x, y, cfg: PGDConfig, *, target, seed: int, stream: int
     return best.detach()
 
 
-def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig, *,
-        target: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+def pgd(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: PGDConfig,
+    *,
+    target: torch.Tensor | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
     """The perturbation δ of one batch under attack ``cfg``, exactly §7.1, on ``x``'s device.
 
     The model's train/eval mode is left as the caller set it (the adversarial-training loop attacks in
@@ -243,14 +292,23 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig
     from ``seed``, so the same call returns the same δ.
     """
     with torch.enable_grad():
-        return _attack_batch(model, x, torch.as_tensor(y, device=x.device).long(), cfg, target=target, seed=seed,
-                             stream=0)
+        return _attack_batch(
+            model, x, torch.as_tensor(y, device=x.device).long(), cfg, target=target, seed=seed, stream=0
+        )
 
 
-def pgd_perturb(model: torch.nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
-                cfg: PGDConfig, *, seed: int = 0, device: str = "cpu", batch_size: int | None = None,
-                target: np.ndarray | torch.Tensor | None = None,
-                progress: ProgressCallback | None = None) -> torch.Tensor:
+def pgd_perturb(
+    model: torch.nn.Module,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    cfg: PGDConfig,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    target: np.ndarray | torch.Tensor | None = None,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
     """Perturbations of a whole split, attacked batch by batch in eval mode; returned on the CPU.
 
     Batch ``b`` uses random stream ``(seed, b)``, so the first batch equals ``pgd(..., seed=seed)`` on it.
@@ -273,8 +331,18 @@ def pgd_perturb(model: torch.nn.Module, x: np.ndarray | torch.Tensor, y: np.ndar
                 sl = slice(b * bs, (b + 1) * bs)
                 xb, yb = x[sl].to(device), y[sl].to(device)
                 tb = None if target is None else target[sl].to(device)
-                delta = _attack_batch(model, xb, yb, cfg, target=tb, seed=seed, stream=b, progress=progress,
-                                      progress_offset=b * cfg.restarts * cfg.steps, progress_total=total)
+                delta = _attack_batch(
+                    model,
+                    xb,
+                    yb,
+                    cfg,
+                    target=tb,
+                    seed=seed,
+                    stream=b,
+                    progress=progress,
+                    progress_offset=b * cfg.restarts * cfg.steps,
+                    progress_total=total,
+                )
                 out.append(delta.cpu())
     finally:
         model.train(was_training)
@@ -320,9 +388,18 @@ def canonical_heatmap(delta: torch.Tensor, dataset: Dataset, rows: int = HEATMAP
     return (z / scale).tolist()
 
 
-def pgd_audit(model: torch.nn.Module, dataset: Dataset, cfg: PGDConfig, *, split: str = "test", seed: int = 0,
-              device: str = "cpu", simple_blocks: list[int] | None = None, batch_size: int | None = None,
-              progress: ProgressCallback | None = None) -> dict[str, Any]:
+def pgd_audit(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    cfg: PGDConfig,
+    *,
+    split: str = "test",
+    seed: int = 0,
+    device: str = "cpu",
+    simple_blocks: list[int] | None = None,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
     """Attack every point of ``split`` and report accuracy under attack and where the budget went (JSON-able).
 
     The model is left in eval mode.
@@ -333,18 +410,25 @@ def pgd_audit(model: torch.nn.Module, dataset: Dataset, cfg: PGDConfig, *, split
         raise ValueError("simple_blocks must name at least one block")
     s_columns = dataset.block_indices(simple)
     if split not in dataset.splits:
-        raise ValueError(f"dataset {dataset.name!r} has no {split!r} split (has: {', '.join(dataset.splits)})")
+        raise ValueError(
+            f"dataset {dataset.name!r} has no {split!r} split (has: {', '.join(dataset.splits)})"
+        )
     x_np, y_np = dataset.split(split)
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
     model.to(device).eval()
     with cpu_threads_for(model, device):
         clean = predict_logits(model, x, device=device).cpu()
-        delta = pgd_perturb(model, x, y, cfg, seed=seed, device=device, batch_size=batch_size, progress=progress)
+        delta = pgd_perturb(
+            model, x, y, cfg, seed=seed, device=device, batch_size=batch_size, progress=progress
+        )
         attacked = predict_logits(model, x + delta, device=device).cpu()
     s_share = mass_shares(delta, dataset, [s_columns])[:, 0]
     norms = delta.flatten(1).norm(dim=1)
     out: dict[str, Any] = {
-        "config": cfg.to_dict(), "split": split, "n": int(y.shape[0]), "seed": seed,
+        "config": cfg.to_dict(),
+        "split": split,
+        "n": int(y.shape[0]),
+        "seed": seed,
         "simple_blocks": simple,
         "clean_accuracy": (clean.argmax(1) == y).float().mean().item(),
         "accuracy": (attacked.argmax(1) == y).float().mean().item(),

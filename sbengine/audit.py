@@ -68,21 +68,46 @@ def run_audit(
     checks = list(dict.fromkeys(checks))
     needs_members = [c for c in checks if CHECKS[c].needs_members]
     if needs_members and not members:
-        raise ValueError(f"the {needs_members[0]} check needs an ensemble model (ensemble_size > 1 or several "
-                         "model ids)")
+        raise ValueError(
+            f"the {needs_members[0]} check needs an ensemble model (ensemble_size > 1 or several model ids)"
+        )
     opts = check_options(checks, options)
     thresholds = VerdictThresholds.from_dict(verdict_thresholds)
     dataset.split(split)
     device = resolve_device(device)
     model.to(device).eval()
     with cpu_threads_for(model, device):
-        return _run_audit(model, dataset, checks=checks, opts=opts, simple_blocks=simple_blocks, split=split,
-                          repeats=repeats, seed=seed, device=device, members=members, thresholds=thresholds,
-                          progress=progress)
+        return _run_audit(
+            model,
+            dataset,
+            checks=checks,
+            opts=opts,
+            simple_blocks=simple_blocks,
+            split=split,
+            repeats=repeats,
+            seed=seed,
+            device=device,
+            members=members,
+            thresholds=thresholds,
+            progress=progress,
+        )
 
 
-def _run_audit(model, dataset, *, checks, opts, simple_blocks, split, repeats, seed, device, members,
-               thresholds, progress) -> dict[str, Any]:
+def _run_audit(
+    model,
+    dataset,
+    *,
+    checks,
+    opts,
+    simple_blocks,
+    split,
+    repeats,
+    seed,
+    device,
+    members,
+    thresholds,
+    progress,
+) -> dict[str, Any]:
     simple = list(dataset.simple_blocks if simple_blocks is None else simple_blocks)
     results: dict[str, Any] = {}
 
@@ -97,18 +122,36 @@ def _run_audit(model, dataset, *, checks, opts, simple_blocks, split, repeats, s
         return forward
 
     for i, name in enumerate(checks):
-        context = CheckContext(model=model, dataset=dataset, simple_blocks=simple, split=split, repeats=repeats,
-                               seed=seed, device=device, options=opts[name], members=members,
-                               verdict_thresholds=thresholds, progress=staged(i))
+        context = CheckContext(
+            model=model,
+            dataset=dataset,
+            simple_blocks=simple,
+            split=split,
+            repeats=repeats,
+            seed=seed,
+            device=device,
+            options=opts[name],
+            members=members,
+            verdict_thresholds=thresholds,
+            progress=staged(i),
+        )
         results[name] = CHECKS[name].run(context)
     # The verdict is defined on the randomization metrics: reuse them when that check ran.
     rand = results.get("randomization")
     if rand is None:
-        rand = randomization(model, dataset, simple_blocks=simple, split=split, repeats=repeats, seed=seed,
-                             device=device)
+        rand = randomization(
+            model, dataset, simple_blocks=simple, split=split, repeats=repeats, seed=seed, device=device
+        )
     v = verdict(rand, dataset, thresholds)
-    return {"verdict": v["text"], "verdict_code": v["code"], "verdict_thresholds": thresholds.to_dict(),
-            "simple_blocks": simple, "seed": seed, "split": split, "results": results}
+    return {
+        "verdict": v["text"],
+        "verdict_code": v["code"],
+        "verdict_thresholds": thresholds.to_dict(),
+        "simple_blocks": simple,
+        "seed": seed,
+        "split": split,
+        "results": results,
+    }
 
 
 def audit_figures(audit: dict[str, Any], dataset: Dataset) -> dict[str, bytes]:
@@ -125,4 +168,6 @@ def report_sections(audit: dict[str, Any]) -> list[dict[str, Any]]:
     """The report section of every check of an audit result, in the order the checks ran (JSON; the worker
     stores them so the service renders reports without the engine). Pass the stored, strict-JSON form of
     the result so the sections say what a later reader of the stored results would see."""
-    return [CHECKS[name].report_section(result) for name, result in audit["results"].items() if name in CHECKS]
+    return [
+        CHECKS[name].report_section(result) for name, result in audit["results"].items() if name in CHECKS
+    ]

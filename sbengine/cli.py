@@ -13,8 +13,18 @@ import sys
 from typing import Any
 
 # Kept in step with sbengine.reproduce.EXPERIMENTS (a test checks) so that --help needs no torch import.
-EXPERIMENT_NAMES = ("lms5", "ms57", "noisy-lms7", "ms7", "ensemble-lms5", "uap-lms5", "uap-ms57", "mnist-cifar",
-                    "mnist-cifar-ensemble", "mnist-cifar-adversarial")
+EXPERIMENT_NAMES = (
+    "lms5",
+    "ms57",
+    "noisy-lms7",
+    "ms7",
+    "ensemble-lms5",
+    "uap-lms5",
+    "uap-ms57",
+    "mnist-cifar",
+    "mnist-cifar-ensemble",
+    "mnist-cifar-adversarial",
+)
 
 ROWS = (
     ("updates", "updates", "{:.0f}"),
@@ -44,14 +54,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Generate the data, train the model and audit it exactly as the paper's notebook did "
         "(with a validation split, seeds and repeated randomizations), then print our figures beside the paper's.",
     )
-    p.add_argument("name", choices=EXPERIMENT_NAMES, metavar="NAME", help=f"one of: {', '.join(EXPERIMENT_NAMES)}")
+    p.add_argument(
+        "name", choices=EXPERIMENT_NAMES, metavar="NAME", help=f"one of: {', '.join(EXPERIMENT_NAMES)}"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed for data, init, shuffling (default 0)")
-    p.add_argument("--n-train", type=_positive_int, default=None, help="training-set size (default: the paper's)")
+    p.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed for data, init, shuffling (default 0)"
+    )
+    p.add_argument(
+        "--n-train", type=_positive_int, default=None, help="training-set size (default: the paper's)"
+    )
     p.add_argument("--eval-every", type=_positive_int, default=None, help="evaluate every N updates")
     p.add_argument("--epochs", type=_positive_int, default=None, help="cap training at N epochs")
     p.add_argument("--repeats", type=_positive_int, default=5, help="randomization repeats (default 5)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available"
+    )
     p.set_defaults(handler=run)
 
 
@@ -80,8 +98,16 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
         with _progress_bar(console, EXPERIMENTS[args.name].title, quiet=False) as on_progress:
-            result = run_experiment(args.name, seed=args.seed, n_train=args.n_train, eval_every=args.eval_every,
-                                    epochs=args.epochs, repeats=args.repeats, device=args.device, progress=on_progress)
+            result = run_experiment(
+                args.name,
+                seed=args.seed,
+                n_train=args.n_train,
+                eval_every=args.eval_every,
+                epochs=args.epochs,
+                repeats=args.repeats,
+                device=args.device,
+                progress=on_progress,
+            )
     except (ValueError, FileNotFoundError) as exc:
         # The engine imports nothing of the CLI's, so it prints the CLI's one-line error itself.
         print(f"sbaudit: error: {exc}", file=sys.stderr)
@@ -99,8 +125,15 @@ class _progress_bar:
     def __init__(self, console, title: str, quiet: bool):
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-                            TimeElapsedColumn(), console=console, transient=True, disable=quiet or not console.is_terminal)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=quiet or not console.is_terminal,
+        )
         self.title = title
         self.task = None
         self.last_accuracy = ""
@@ -126,9 +159,11 @@ def _print_table(result: dict[str, Any]) -> None:
 
     console = Console(file=sys.stdout)
     console.print(f"[bold]{result['title']}[/bold]")
-    console.print(f"[dim]{result['source']} · seed {result['seed']} · {result['device']} · "
-                  f"{result['updates']:,} updates in {result['train_seconds']:.1f} s ({result.get('stopped_because', '')}) · "
-                  f"{result.get('repeats', 0)} randomization repeats[/dim]")
+    console.print(
+        f"[dim]{result['source']} · seed {result['seed']} · {result['device']} · "
+        f"{result['updates']:,} updates in {result['train_seconds']:.1f} s ({result.get('stopped_because', '')}) · "
+        f"{result.get('repeats', 0)} randomization repeats[/dim]"
+    )
     table = Table()
     table.add_column("metric")
     table.add_column("sbaudit", justify="right")

@@ -91,12 +91,16 @@ def train_ensemble(
     config.validate()
     possible = can_vectorize(architecture) and config.adversarial is None
     if vectorize == "always" and not possible:
-        raise ValueError(f"members of {resolve_architecture(architecture)['name']!r} cannot be trained vectorized "
-                         "(only fcn without dropout/batch_norm and cnn1d, without adversarial training)")
+        raise ValueError(
+            f"members of {resolve_architecture(architecture)['name']!r} cannot be trained vectorized "
+            "(only fcn without dropout/batch_norm and cnn1d, without adversarial training)"
+        )
     models = []
     for s in seeds:
         seed_everything(s)
-        models.append(build_model(architecture, input_shape=dataset.input_shape, num_classes=dataset.num_classes))
+        models.append(
+            build_model(architecture, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+        )
     if vectorize == "always" or (vectorize == "auto" and possible and size > 1):
         return models, train_stacked(models, dataset, config, seeds=seeds, device=device, progress=progress)
     results = [
@@ -113,8 +117,15 @@ def _member_progress(progress: ProgressCallback | None, index: int, size: int) -
 
     def forward(p: Progress) -> None:
         total = p.total or 1
-        progress(Progress(stage=p.stage, step=index * total + p.step, total=size * total,
-                          metrics={**p.metrics, "member": index}, message=p.message))
+        progress(
+            Progress(
+                stage=p.stage,
+                step=index * total + p.step,
+                total=size * total,
+                metrics={**p.metrics, "member": index},
+                message=p.message,
+            )
+        )
 
     return forward
 
@@ -165,7 +176,9 @@ class AveragingMLPHead(nn.Module):
 def _num_classes_of(model: nn.Module) -> int:
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError("cannot infer the number of classes from the members (no Linear layer); pass num_classes")
+        raise ValueError(
+            "cannot infer the number of classes from the members (no Linear layer); pass num_classes"
+        )
     return linears[-1].out_features
 
 
@@ -218,9 +231,17 @@ def member_feature_dataset(ensemble: Ensemble, dataset: Dataset, *, device: str 
         logits = [predict_logits(m, x, device=device) for m in ensemble.members]
         splits[name] = (torch.stack(logits, dim=2).flatten(1).cpu().numpy().astype(np.float32), y)
     features = ensemble.num_classes * len(ensemble.members)
-    return Dataset(name=f"{dataset.name} (member logits)", splits=splits, input_shape=(features,),
-                   num_classes=dataset.num_classes, blocks=[], simple_blocks=[], rotation=None, seed=dataset.seed,
-                   spec={"member_logits_of": dataset.spec})
+    return Dataset(
+        name=f"{dataset.name} (member logits)",
+        splits=splits,
+        input_shape=(features,),
+        num_classes=dataset.num_classes,
+        blocks=[],
+        simple_blocks=[],
+        rotation=None,
+        seed=dataset.seed,
+        spec={"member_logits_of": dataset.spec},
+    )
 
 
 def fit_head(
@@ -250,15 +271,20 @@ def fit_head(
         features = member_feature_dataset(ensemble, dataset, device=device)
     head = ensemble.head
     start_state = copy.deepcopy(head.state_dict())
-    start_val = accuracy_and_loss(predict_logits(head, features.split("val")[0], device=device),
-                                  torch.from_numpy(features.split("val")[1]))[0]
-    result = train(head, features, replace(config, select="best_val"), seed=seed, device=device, progress=progress)
+    start_val = accuracy_and_loss(
+        predict_logits(head, features.split("val")[0], device=device),
+        torch.from_numpy(features.split("val")[1]),
+    )[0]
+    result = train(
+        head, features, replace(config, select="best_val"), seed=seed, device=device, progress=progress
+    )
     if result.metrics["val_accuracy"] < start_val:
         head.load_state_dict(start_state)
         result.selected_step = 0
         for name, (x, y) in features.splits.items():
             result.metrics[f"{name}_accuracy"], result.metrics[f"{name}_loss"] = accuracy_and_loss(
-                predict_logits(head, x, device=device), torch.from_numpy(y))
+                predict_logits(head, x, device=device), torch.from_numpy(y)
+            )
     head.eval()
     return result
 
@@ -267,15 +293,18 @@ def _nan_to_none(v: float) -> float | None:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def _reliance(model: nn.Module, dataset: Dataset, *, simple_blocks, repeats, seed, device,
-              thresholds: VerdictThresholds) -> dict[str, Any]:
+def _reliance(
+    model: nn.Module, dataset: Dataset, *, simple_blocks, repeats, seed, device, thresholds: VerdictThresholds
+) -> dict[str, Any]:
     r = randomization(model, dataset, simple_blocks=simple_blocks, repeats=repeats, seed=seed, device=device)
     out: dict[str, Any] = {"test_accuracy": r["accuracy"], "auc": _nan_to_none(r["auc"])}
     for key in ("auc", "accuracy"):
         for part in ("s", "sc"):
             summary = r[f"{part}_randomized_{key}"]
-            out[f"{part}_randomized_{key}"] = {"mean": _nan_to_none(summary["mean"]),
-                                               "std": _nan_to_none(summary["std"])}
+            out[f"{part}_randomized_{key}"] = {
+                "mean": _nan_to_none(summary["mean"]),
+                "std": _nan_to_none(summary["std"]),
+            }
     out["verdict_code"] = verdict(r, dataset, thresholds)["code"]
     return out
 
@@ -298,8 +327,13 @@ def ensemble_audit_summary(
     ensemble.to(device).eval()
     for m in members:
         m.to(device).eval()
-    kwargs = {"simple_blocks": simple_blocks, "repeats": repeats, "seed": seed, "device": device,
-              "thresholds": thresholds}
+    kwargs = {
+        "simple_blocks": simple_blocks,
+        "repeats": repeats,
+        "seed": seed,
+        "device": device,
+        "thresholds": thresholds,
+    }
     with cpu_threads_for(ensemble, device):
         rows = [_reliance(m, dataset, **kwargs) for m in members]
         whole = _reliance(ensemble, dataset, **kwargs)
@@ -308,10 +342,12 @@ def ensemble_audit_summary(
     key = "auc" if whole["auc"] is not None else "accuracy"
     member_s = float(np.mean([r[f"s_randomized_{key}"]["mean"] for r in rows]))
     member_sc = float(np.mean([r[f"sc_randomized_{key}"]["mean"] for r in rows]))
-    text = (f"ensemble of {len(members)} ({ensemble.combine}): {whole['verdict_code']} (S-randomized {key} "
-            f"{whole[f's_randomized_{key}']['mean']:.3f}, S^c-randomized {whole[f'sc_randomized_{key}']['mean']:.3f}); "
-            f"members: {count} of {len(members)} {common} (mean S-randomized {key} {member_s:.3f}, "
-            f"S^c-randomized {member_sc:.3f})")
+    text = (
+        f"ensemble of {len(members)} ({ensemble.combine}): {whole['verdict_code']} (S-randomized {key} "
+        f"{whole[f's_randomized_{key}']['mean']:.3f}, S^c-randomized {whole[f'sc_randomized_{key}']['mean']:.3f}); "
+        f"members: {count} of {len(members)} {common} (mean S-randomized {key} {member_s:.3f}, "
+        f"S^c-randomized {member_sc:.3f})"
+    )
     return {
         "size": len(members),
         "combine": ensemble.combine,

@@ -121,7 +121,9 @@ def train_stacked(
         model.to(device)
     stack = _Stack(models, config)
     with cpu_threads_for(models[0], device, config.batch_size):  # per-member work decides, as in train()
-        trackers, seconds = _train_stacked(stack, models, seeds, dataset, config, device=device, progress=progress)
+        trackers, seconds = _train_stacked(
+            stack, models, seeds, dataset, config, device=device, progress=progress
+        )
         return [t.result(m, dataset, seconds=s) for t, m, s in zip(trackers, models, seconds, strict=True)]
 
 
@@ -138,9 +140,17 @@ def _train_stacked(stack: _Stack, models, seeds, dataset, config: TrainConfig, *
     def clock(i: int):
         return lambda: seconds[i] + (time.perf_counter() - segment_start) / len(stack.rows)
 
-    trackers = [RunTracker(config, train_data=(train_split.x, train_split.y), val=dataset.splits.get("val"),
-                           batches_per_epoch=batches_per_epoch, device=device, clock=clock(i))
-                for i in range(len(models))]
+    trackers = [
+        RunTracker(
+            config,
+            train_data=(train_split.x, train_split.y),
+            val=dataset.splits.get("val"),
+            batches_per_epoch=batches_per_epoch,
+            device=device,
+            clock=clock(i),
+        )
+        for i in range(len(models))
+    ]
     max_updates = trackers[0].max_updates
     losses = BatchLosses(len(models), device)
     step = 0
@@ -166,8 +176,14 @@ def _train_stacked(stack: _Stack, models, seeds, dataset, config: TrainConfig, *
             trackers[i].finish(models[i], step, reason, batch_loss=losses.mean(r))
         rows = [trackers[i].history[-1] for i in training if trackers[i].history[-1]["step"] == step]
         if rows:
-            report(progress, "train", step, max_updates, members_training=len(training),
-                   train_accuracy=sum(row["train_accuracy"] for row in rows) / len(rows))
+            report(
+                progress,
+                "train",
+                step,
+                max_updates,
+                members_training=len(training),
+                train_accuracy=sum(row["train_accuracy"] for row in rows) / len(rows),
+            )
         if stopping:
             now = time.perf_counter()
             for i in training:

@@ -20,7 +20,9 @@ def eval_batch_size(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, device: str = "cpu") -> torch.Tensor:
+def predict_logits(
+    model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, device: str = "cpu"
+) -> torch.Tensor:
     """Logits for every row of ``x`` in eval mode (restores the previous mode), returned on ``device``."""
     was_training = model.training
     model.eval()

@@ -26,7 +26,9 @@ def blocks_bayes_accuracy(dataset: Dataset, block_ids: list[int]) -> float | Non
         block = dataset.blocks[b]
         if block.kind not in ("linear", "noisy_linear", "slab", "noisy_slab", "noise"):
             return None
-        specs.append(BlockSpec(**{k: v for k, v in block.params.items() if k in BlockSpec.__dataclass_fields__}))
+        specs.append(
+            BlockSpec(**{k: v for k, v in block.params.items() if k in BlockSpec.__dataclass_fields__})
+        )
     return bayes_accuracy(specs)
 
 
@@ -50,8 +52,10 @@ def generalization_check(
         summary = "Bayes accuracies are unknown for this dataset's blocks; no generalization verdict"
     elif suboptimal:
         near_s = bayes_s is not None and abs(accuracy - bayes_s) <= SUBOPTIMAL_MARGIN
-        summary = (f"sub-optimal generalization: accuracy {accuracy:.3f} while S^c alone allows {bayes_sc:.3f}"
-                   + (f"; it matches S alone ({bayes_s:.3f}), the signature of simplicity bias" if near_s else ""))
+        summary = (
+            f"sub-optimal generalization: accuracy {accuracy:.3f} while S^c alone allows {bayes_sc:.3f}"
+            + (f"; it matches S alone ({bayes_s:.3f}), the signature of simplicity bias" if near_s else "")
+        )
     else:
         summary = f"accuracy {accuracy:.3f} reaches what S^c alone allows ({bayes_sc:.3f})"
     return {

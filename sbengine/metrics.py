@@ -45,7 +45,9 @@ class VerdictThresholds:
         for name, (low, high) in THRESHOLD_RANGES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-                raise ValueError(f"verdict_thresholds.{name} must be a number in [{low}, {high}], got {value!r}")
+                raise ValueError(
+                    f"verdict_thresholds.{name} must be a number in [{low}, {high}], got {value!r}"
+                )
             object.__setattr__(self, name, float(value))
 
     @classmethod
@@ -55,7 +57,9 @@ class VerdictThresholds:
         allowed = [f.name for f in fields(cls)]
         unknown = sorted(set(given) - set(allowed))
         if unknown:
-            raise ValueError(f"verdict_thresholds: unknown threshold {unknown[0]!r} (allowed: {', '.join(allowed)})")
+            raise ValueError(
+                f"verdict_thresholds: unknown threshold {unknown[0]!r} (allowed: {', '.join(allowed)})"
+            )
         return cls(**given)
 
     def to_dict(self) -> dict[str, float]:
@@ -77,7 +81,11 @@ class Canonical:
 
     def __init__(self, dataset: Dataset, device: str):
         self.input_shape = dataset.input_shape
-        self.q = None if dataset.rotation is None else torch.as_tensor(dataset.rotation, dtype=torch.float64, device=device)
+        self.q = (
+            None
+            if dataset.rotation is None
+            else torch.as_tensor(dataset.rotation, dtype=torch.float64, device=device)
+        )
 
     def to_canonical(self, x: torch.Tensor) -> torch.Tensor:
         z = x.flatten(1)
@@ -138,8 +146,11 @@ def binary_score(logits: torch.Tensor) -> torch.Tensor | None:
 
 def _summary(values: list[float]) -> dict[str, Any]:
     arr = np.asarray(values, dtype=np.float64)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-            "values": [float(v) for v in arr]}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        "values": [float(v) for v in arr],
+    }
 
 
 def _metrics_of(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -180,9 +191,15 @@ def randomization(
     score = binary_score(logits)
     score_std = float(score.std()) if score is not None else 1.0
     out: dict[str, Any] = {
-        "split": split, "n": int(y.shape[0]), "repeats": repeats, "seed": seed,
-        "simple_blocks": simple, "complex_blocks": complex_,
-        "auc": standard["auc"], "accuracy": standard["accuracy"], "loss": standard["loss"],
+        "split": split,
+        "n": int(y.shape[0]),
+        "repeats": repeats,
+        "seed": seed,
+        "simple_blocks": simple,
+        "complex_blocks": complex_,
+        "auc": standard["auc"],
+        "accuracy": standard["accuracy"],
+        "loss": standard["loss"],
     }
     first_scores: dict[str, torch.Tensor] = {}
     total = 2 * repeats
@@ -191,7 +208,9 @@ def randomization(
         runs: dict[str, list[float]] = {"auc": [], "accuracy": [], "loss": [], "logit_shift": []}
         for r in range(repeats):
             gen = generator(seed, 10 + part_index, r)
-            logits_r = predict_logits(model, canon.from_canonical(permute_columns(z, columns, gen)), device=device)
+            logits_r = predict_logits(
+                model, canon.from_canonical(permute_columns(z, columns, gen)), device=device
+            )
             m = _metrics_of(logits_r, y)
             score_r = binary_score(logits_r)
             if score_r is not None:
@@ -209,7 +228,8 @@ def randomization(
     if score is not None:
         out["histograms"] = logit_histograms(
             {"standard": score, "s_randomized": first_scores["s"], "sc_randomized": first_scores["sc"]},
-            y, bins=histogram_bins,
+            y,
+            bins=histogram_bins,
         )
     return out
 
@@ -254,7 +274,9 @@ def feature_dependence(
     canon = Canonical(dataset, device)
     x = torch.from_numpy(x_np).to(device)
     y = torch.from_numpy(y_np).to(device)
-    keep = torch.randperm(x.shape[0], generator=generator(seed, 20))[: max(2, round(sample_fraction * x.shape[0]))]
+    keep = torch.randperm(x.shape[0], generator=generator(seed, 20))[
+        : max(2, round(sample_fraction * x.shape[0]))
+    ]
     keep = keep.to(device)
     x, y = x[keep], y[keep]
     z = canon.to_canonical(x)
@@ -275,8 +297,14 @@ def default_groups(dataset: Dataset) -> dict[str, list[int]]:
     return groups
 
 
-def classify(standard: float, s_randomized: float, sc_randomized: float, *, chance: float = 0.5,
-             thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> str:
+def classify(
+    standard: float,
+    s_randomized: float,
+    sc_randomized: float,
+    *,
+    chance: float = 0.5,
+    thresholds: VerdictThresholds = DEFAULT_THRESHOLDS,
+) -> str:
     """Category of reliance from one metric measured standard, S-randomized and S^c-randomized.
 
     With t = ``thresholds``, in this order:
@@ -308,20 +336,21 @@ def classify(standard: float, s_randomized: float, sc_randomized: float, *, chan
 VERDICT_TEXT = {
     "not_predictive": "the model is not predictive on this data (standard {metric} {std:.3f}); nothing to audit",
     "exclusively_s": "relies exclusively on S ({s_names}): randomizing S drops {metric} from {std:.3f} to "
-                     "{s:.3f} (chance), randomizing S^c leaves it at {sc:.3f} — simplicity bias",
+    "{s:.3f} (chance), randomizing S^c leaves it at {sc:.3f} — simplicity bias",
     "exclusively_sc": "relies exclusively on S^c ({sc_names}): randomizing S^c drops {metric} from {std:.3f} to "
-                      "{sc:.3f} (chance), randomizing S leaves it at {s:.3f}",
+    "{sc:.3f} (chance), randomizing S leaves it at {s:.3f}",
     "mostly_s": "relies mostly on S ({s_names}): randomizing S drops {metric} from {std:.3f} to {s:.3f}, "
-                "randomizing S^c to {sc:.3f}",
+    "randomizing S^c to {sc:.3f}",
     "mostly_sc": "relies mostly on S^c ({sc_names}): randomizing S^c drops {metric} from {std:.3f} to {sc:.3f}, "
-                 "randomizing S to {s:.3f}",
+    "randomizing S to {s:.3f}",
     "both": "relies on both S ({s_names}) and S^c ({sc_names}): {metric} {std:.3f}, S-randomized {s:.3f}, "
-            "S^c-randomized {sc:.3f}",
+    "S^c-randomized {sc:.3f}",
 }
 
 
-def verdict(randomization_result: dict[str, Any], dataset: Dataset,
-            thresholds: VerdictThresholds = DEFAULT_THRESHOLDS) -> dict[str, str]:
+def verdict(
+    randomization_result: dict[str, Any], dataset: Dataset, thresholds: VerdictThresholds = DEFAULT_THRESHOLDS
+) -> dict[str, str]:
     """Plain-language verdict from a ``randomization`` result: AUC for binary tasks, else accuracy."""
     r = randomization_result
     use_auc = not math.isnan(r["auc"])
@@ -331,7 +360,10 @@ def verdict(randomization_result: dict[str, Any], dataset: Dataset,
     std, s, sc = r[key], r[f"s_randomized_{key}"]["mean"], r[f"sc_randomized_{key}"]["mean"]
     code = classify(std, s, sc, chance=chance, thresholds=thresholds)
     text = VERDICT_TEXT[code].format(
-        metric=metric, std=std, s=s, sc=sc,
+        metric=metric,
+        std=std,
+        s=s,
+        sc=sc,
         s_names=", ".join(dataset.blocks[i].name for i in r["simple_blocks"]),
         sc_names=", ".join(dataset.blocks[i].name for i in r["complex_blocks"]),
     )

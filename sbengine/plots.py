@@ -37,9 +37,13 @@ def training_curves(history: list[dict[str, Any]], *, title: str = "Training") -
     """Accuracy over updates for every split recorded, plus robust / randomized accuracies when present."""
     plt, fig, ax = new_figure()
     steps = [h["step"] for h in history]
-    for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation"),
-                       ("robust_accuracy", "robust (val)"), ("s_randomized_accuracy", "S-randomized (val)"),
-                       ("sc_randomized_accuracy", "S$^c$-randomized (val)")):
+    for key, label in (
+        ("train_accuracy", "train"),
+        ("val_accuracy", "validation"),
+        ("robust_accuracy", "robust (val)"),
+        ("s_randomized_accuracy", "S-randomized (val)"),
+        ("sc_randomized_accuracy", "S$^c$-randomized (val)"),
+    ):
         if any(key in h for h in history):
             ax.plot(steps, [h.get(key, np.nan) for h in history], marker="o", markersize=3, label=label)
     ax.set_xlabel("updates")
@@ -53,12 +57,19 @@ def training_curves(history: list[dict[str, Any]], *, title: str = "Training") -
 def block_bounds(dataset) -> list[tuple[str, int, int]]:
     """``(name, start, stop)`` of every block whose canonical coordinates are one contiguous range: where a
     heatmap draws its block separators."""
-    return [(b.name, b.indices[0], b.indices[-1] + 1) for b in dataset.blocks
-            if b.indices == tuple(range(b.indices[0], b.indices[-1] + 1))]
+    return [
+        (b.name, b.indices[0], b.indices[-1] + 1)
+        for b in dataset.blocks
+        if b.indices == tuple(range(b.indices[0], b.indices[-1] + 1))
+    ]
 
 
-def perturbation_heatmap(rows: list[list[float]], *, block_bounds: list[tuple[str, int, int]] | None = None,
-                         title: str = "Perturbations in canonical coordinates") -> bytes:
+def perturbation_heatmap(
+    rows: list[list[float]],
+    *,
+    block_bounds: list[tuple[str, int, int]] | None = None,
+    title: str = "Perturbations in canonical coordinates",
+) -> bytes:
     """Each row one example's perturbation, normalised by its max |value|: mass on S shows as one column."""
     plt, fig, ax = new_figure(width=7.0, height=3.8)
     data = np.asarray(rows, dtype=float)

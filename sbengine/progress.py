@@ -30,6 +30,8 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def report(callback: ProgressCallback | None, stage: str, step: int, total: int | None = None, **metrics: Any) -> None:
+def report(
+    callback: ProgressCallback | None, stage: str, step: int, total: int | None = None, **metrics: Any
+) -> None:
     if callback is not None:
         callback(Progress(stage=stage, step=step, total=total, metrics=metrics))

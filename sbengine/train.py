@@ -59,18 +59,28 @@ class StopRule:
 
     def validate(self) -> None:
         if self.train_accuracy is not None:
-            _check(_is_number(self.train_accuracy) and 0 < self.train_accuracy <= 1,
-                   f"stop.train_accuracy must be in (0, 1], got {self.train_accuracy!r}")
+            _check(
+                _is_number(self.train_accuracy) and 0 < self.train_accuracy <= 1,
+                f"stop.train_accuracy must be in (0, 1], got {self.train_accuracy!r}",
+            )
         if self.train_loss is not None:
-            _check(_is_number(self.train_loss) and self.train_loss > 0,
-                   f"stop.train_loss must be positive, got {self.train_loss!r}")
-        _check(_is_int(self.max_updates) and 1 <= self.max_updates <= MAX_UPDATES_LIMIT,
-               f"stop.max_updates must be an integer in [1, {MAX_UPDATES_LIMIT}], got {self.max_updates!r}")
+            _check(
+                _is_number(self.train_loss) and self.train_loss > 0,
+                f"stop.train_loss must be positive, got {self.train_loss!r}",
+            )
+        _check(
+            _is_int(self.max_updates) and 1 <= self.max_updates <= MAX_UPDATES_LIMIT,
+            f"stop.max_updates must be an integer in [1, {MAX_UPDATES_LIMIT}], got {self.max_updates!r}",
+        )
         if self.max_epochs is not None:
-            _check(_is_int(self.max_epochs) and self.max_epochs >= 1,
-                   f"stop.max_epochs must be a positive integer, got {self.max_epochs!r}")
-        _check(_is_int(self.patience_updates) and self.patience_updates >= 0,
-               f"stop.patience_updates must be a non-negative integer, got {self.patience_updates!r}")
+            _check(
+                _is_int(self.max_epochs) and self.max_epochs >= 1,
+                f"stop.max_epochs must be a positive integer, got {self.max_epochs!r}",
+            )
+        _check(
+            _is_int(self.patience_updates) and self.patience_updates >= 0,
+            f"stop.patience_updates must be a non-negative integer, got {self.patience_updates!r}",
+        )
 
 
 @dataclass
@@ -81,9 +91,14 @@ class StepSchedule:
     gamma: float
 
     def validate(self) -> None:
-        _check(_is_int(self.step_epochs) and self.step_epochs >= 1,
-               f"schedule.step_epochs must be a positive integer, got {self.step_epochs!r}")
-        _check(_is_number(self.gamma) and 0 < self.gamma <= 1, f"schedule.gamma must be in (0, 1], got {self.gamma!r}")
+        _check(
+            _is_int(self.step_epochs) and self.step_epochs >= 1,
+            f"schedule.step_epochs must be a positive integer, got {self.step_epochs!r}",
+        )
+        _check(
+            _is_number(self.gamma) and 0 < self.gamma <= 1,
+            f"schedule.gamma must be in (0, 1], got {self.gamma!r}",
+        )
 
 
 @dataclass
@@ -116,8 +131,10 @@ class AdversarialTraining:
     def validate(self) -> None:
         _check(isinstance(self.attack, dict), "adversarial.attack must be an object of PGD settings")
         _check(isinstance(self.mixed_precision, bool), "adversarial.mixed_precision must be true or false")
-        _check(_is_int(self.eval_examples) and self.eval_examples >= 1,
-               f"adversarial.eval_examples must be a positive integer, got {self.eval_examples!r}")
+        _check(
+            _is_int(self.eval_examples) and self.eval_examples >= 1,
+            f"adversarial.eval_examples must be a positive integer, got {self.eval_examples!r}",
+        )
         self.pgd_configs()
 
 
@@ -138,8 +155,12 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         allowed = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(d) - allowed)
-        _check(not unknown, f"training: unknown option {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
-               if unknown else "")
+        _check(
+            not unknown,
+            f"training: unknown option {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
+            if unknown
+            else "",
+        )
         d = dict(d)
         stop = d.pop("stop", None)
         schedule = d.pop("schedule", None)
@@ -151,8 +172,10 @@ class TrainConfig:
             _check(not unknown, f"training.stop: unknown option {unknown[0]!r}" if unknown else "")
             cfg.stop = StopRule(**stop)
         if schedule is not None:
-            _check(isinstance(schedule, dict) and set(schedule) == {"step_epochs", "gamma"},
-                   "training.schedule must be {\"step_epochs\": N, \"gamma\": G}")
+            _check(
+                isinstance(schedule, dict) and set(schedule) == {"step_epochs", "gamma"},
+                'training.schedule must be {"step_epochs": N, "gamma": G}',
+            )
             cfg.schedule = StepSchedule(**schedule)
         if adversarial is not None:
             _check(isinstance(adversarial, dict), "training.adversarial must be an object")
@@ -164,15 +187,30 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
-        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        _check(
+            self.optimizer in OPTIMIZERS,
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+        )
         _check(_is_number(self.lr) and 0 < self.lr <= 100, f"lr must be in (0, 100], got {self.lr!r}")
-        _check(_is_number(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
-        _check(_is_number(self.weight_decay) and 0 <= self.weight_decay < 1,
-               f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
-        _check(_is_int(self.batch_size) and 1 <= self.batch_size <= 65536,
-               f"batch_size must be an integer in [1, 65536], got {self.batch_size!r}")
-        _check(_is_int(self.eval_every) and self.eval_every >= 1, f"eval_every must be a positive integer, got {self.eval_every!r}")
-        _check(self.select in SELECTIONS, f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        _check(
+            _is_number(self.momentum) and 0 <= self.momentum < 1,
+            f"momentum must be in [0, 1), got {self.momentum!r}",
+        )
+        _check(
+            _is_number(self.weight_decay) and 0 <= self.weight_decay < 1,
+            f"weight_decay must be in [0, 1), got {self.weight_decay!r}",
+        )
+        _check(
+            _is_int(self.batch_size) and 1 <= self.batch_size <= 65536,
+            f"batch_size must be an integer in [1, 65536], got {self.batch_size!r}",
+        )
+        _check(
+            _is_int(self.eval_every) and self.eval_every >= 1,
+            f"eval_every must be a positive integer, got {self.eval_every!r}",
+        )
+        _check(
+            self.select in SELECTIONS, f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}"
+        )
         self.stop.validate()
         if self.schedule is not None:
             self.schedule.validate()
@@ -187,10 +225,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     # foreach: one fused call per update instead of a Python loop over parameters (matters for small models)
     params = model.parameters()
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+        )
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.RMSprop(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+    )
 
 
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
@@ -219,8 +261,10 @@ class _Split:
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.streamed:
-            return (self.x[idx].pin_memory().to(self.device, non_blocking=True),
-                    self.y[idx].pin_memory().to(self.device, non_blocking=True))
+            return (
+                self.x[idx].pin_memory().to(self.device, non_blocking=True),
+                self.y[idx].pin_memory().to(self.device, non_blocking=True),
+            )
         idx = idx.to(self.device)
         return self.x.index_select(0, idx), self.y.index_select(0, idx)
 
@@ -252,11 +296,21 @@ def train(
     config.validate()
     device = resolve_device(device)
     with cpu_threads_for(model, device, config.batch_size):
-        return _train(model, dataset, config, seed=seed, device=device, progress=progress,
-                      checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every)
+        return _train(
+            model,
+            dataset,
+            config,
+            seed=seed,
+            device=device,
+            progress=progress,
+            checkpoint_path=checkpoint_path,
+            checkpoint_every=checkpoint_every,
+        )
 
 
-def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, checkpoint_every) -> TrainResult:
+def _train(
+    model, dataset, config, *, seed, device, progress, checkpoint_path, checkpoint_every
+) -> TrainResult:
     """The update loop; evaluation, stopping and selection are the ``RunTracker``'s."""
     model.to(device)
     train_split = _Split(*dataset.split("train"), device)
@@ -275,9 +329,16 @@ def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, c
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
-    tracker = RunTracker(config, train_data=(train_split.x, train_split.y), val=dataset.splits.get("val"),
-                         batches_per_epoch=batches_per_epoch, device=device, clock=elapsed, adversary=adversary,
-                         progress=progress)
+    tracker = RunTracker(
+        config,
+        train_data=(train_split.x, train_split.y),
+        val=dataset.splits.get("val"),
+        batches_per_epoch=batches_per_epoch,
+        device=device,
+        clock=elapsed,
+        adversary=adversary,
+        progress=progress,
+    )
     losses = BatchLosses(1, device)
     dropout_rng = generator(seed, 1).get_state()
     if checkpoint_path is not None and checkpoint_path.exists():
@@ -290,10 +351,17 @@ def _train(model, dataset, config, *, seed, device, progress, checkpoint_path, c
 
     def checkpoint() -> None:
         if checkpoint_path is not None:
-            _save_checkpoint(checkpoint_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                **tracker.state_dict(), "seconds": elapsed(), "rng": torch.get_rng_state(),
-            })
+            _save_checkpoint(
+                checkpoint_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    **tracker.state_dict(),
+                    "seconds": elapsed(),
+                    "rng": torch.get_rng_state(),
+                },
+            )
 
     started = time.perf_counter()
     progress_every = max(1, min(config.eval_every, 100))

@@ -136,8 +136,12 @@ class RunTracker:
     def evaluate(self, model: torch.nn.Module, step: int, *, batch_loss: float | None) -> dict[str, Any]:
         """Record one history row for ``step`` and apply the selection, divergence and convergence rules."""
         train_acc, train_loss = evaluate(model, *self.train_data, device=self.device)
-        row: dict[str, Any] = {"step": step, "epoch": step // self.batches_per_epoch,
-                               "train_accuracy": train_acc, "train_loss": train_loss}
+        row: dict[str, Any] = {
+            "step": step,
+            "epoch": step // self.batches_per_epoch,
+            "train_accuracy": train_acc,
+            "train_loss": train_loss,
+        }
         if batch_loss is not None:
             row["batch_loss"] = batch_loss
         if self.val is not None:
@@ -146,11 +150,16 @@ class RunTracker:
             row.update(self.adversary.evaluate(model))
         key = self.selection_key
         if step > 0 and key in row and (self.best is None or row[key] >= self.best["score"]):
-            self.best = {"step": step, "score": row[key],
-                         "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            self.best = {
+                "step": step,
+                "score": row[key],
+                "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            }
         row["seconds"] = round(self.clock(), 3)
         self.history.append(row)
-        report(self.progress, "train", step, self.max_updates, **{k: v for k, v in row.items() if k != "step"})
+        report(
+            self.progress, "train", step, self.max_updates, **{k: v for k, v in row.items() if k != "step"}
+        )
         losses = [train_loss, row.get("val_loss", 0.0), row.get("batch_loss", 0.0)]
         if any(not math.isfinite(v) or v > DIVERGENCE_LOSS for v in losses):
             self.diverged_at = step
@@ -191,7 +200,9 @@ class RunTracker:
         started = time.perf_counter()
         model.eval()
         last = self.history[-1]
-        known = {k: last[k] for k in _SPLIT_METRICS if k in last} if self.selected_step == last["step"] else {}
+        known = (
+            {k: last[k] for k in _SPLIT_METRICS if k in last} if self.selected_step == last["step"] else {}
+        )
         metrics = final_metrics(model, dataset, self.device, known=known)
         return TrainResult(
             updates=self.updates,
@@ -204,7 +215,9 @@ class RunTracker:
         )
 
 
-def final_metrics(model: torch.nn.Module, dataset: Dataset, device: str, known: dict[str, float]) -> dict[str, float]:
+def final_metrics(
+    model: torch.nn.Module, dataset: Dataset, device: str, known: dict[str, float]
+) -> dict[str, float]:
     """Accuracy and loss on every split, reusing what the last evaluation measured on these same weights."""
     out: dict[str, float] = dict(known)
     for name, (x, y) in dataset.splits.items():

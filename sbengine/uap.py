@@ -57,7 +57,9 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
 
 
 def _positive_int(value: Any) -> bool:
@@ -72,8 +74,15 @@ def _sign_of_labels(y: torch.Tensor, label_signed: bool) -> torch.Tensor | float
     return (2 * y - 1).to(torch.float32)
 
 
-def apply_uap(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *, label_signed: bool, sign: float = 1.0,
-              bounds: tuple[float, float] | None = None) -> torch.Tensor:
+def apply_uap(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    label_signed: bool,
+    sign: float = 1.0,
+    bounds: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """``clip(x + s·(2y − 1)·v)`` (label-signed, as the paper) or ``clip(x + s·v)`` (label-agnostic)."""
     x = torch.as_tensor(x)
     v = torch.as_tensor(v, dtype=x.dtype, device=x.device).reshape(x.shape[1:])
@@ -84,9 +93,17 @@ def apply_uap(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *, label_signed
     return out if bounds is None else out.clamp(bounds[0], bounds[1])
 
 
-def svd_uap(model: torch.nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, cfg: PGDConfig, *,
-            seed: int = 0, device: str = "cpu", batch_size: int | None = None,
-            progress: ProgressCallback | None = None) -> torch.Tensor:
+def svd_uap(
+    model: torch.nn.Module,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    cfg: PGDConfig,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
     """Unit-ℓ2 direction (input shape, CPU) shared by the instance-wise PGD perturbations of ``x``.
 
     It is the top right-singular vector of the row-normalised perturbation matrix, so every point votes with
@@ -111,10 +128,23 @@ def _project(v: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
     return v * (eps / v.norm().clamp_min(eps))
 
 
-def sgd_uap(model: torch.nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
-            norm: str = "l2", eps: float, step_size: float = 0.05, steps: int = 30, epochs: int = 2,
-            batch_size: int = 256, label_signed: bool = True, bounds: tuple[float, float] | None = None,
-            seed: int = 0, device: str = "cpu", progress: ProgressCallback | None = None) -> torch.Tensor:
+def sgd_uap(
+    model: torch.nn.Module,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    *,
+    norm: str = "l2",
+    eps: float,
+    step_size: float = 0.05,
+    steps: int = 30,
+    epochs: int = 2,
+    batch_size: int = 256,
+    label_signed: bool = True,
+    bounds: tuple[float, float] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
     """AS-UAP (§8, "Algorithm 2" of arXiv 1811.11304 without the clipped loss), fitted on ``(x, y)``.
 
     v starts at 0; for each of ``epochs`` passes over the data (shuffled by ``seed``) and each batch, take
@@ -125,7 +155,10 @@ def sgd_uap(model: torch.nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray 
     _check(_positive(eps), f"eps must be a positive number, got {eps!r}")
     _check(_positive(step_size), f"step_size must be a positive number, got {step_size!r}")
     _check(_positive_int(steps), f"steps must be a positive integer, got {steps!r}")
-    _check(_positive_int(epochs) and epochs <= MAX_EPOCHS, f"epochs must be an integer in [1, {MAX_EPOCHS}], got {epochs!r}")
+    _check(
+        _positive_int(epochs) and epochs <= MAX_EPOCHS,
+        f"epochs must be an integer in [1, {MAX_EPOCHS}], got {epochs!r}",
+    )
     _check(_positive_int(batch_size), f"batch_size must be a positive integer, got {batch_size!r}")
     device = resolve_device(device)
     x = torch.as_tensor(x, dtype=torch.float32).to(device)
@@ -165,22 +198,41 @@ def sgd_uap(model: torch.nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray 
 
 
 def _split(dataset: Dataset, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    _check(name in dataset.splits, f"dataset {dataset.name!r} has no {name!r} split (has: {', '.join(dataset.splits)})")
+    _check(
+        name in dataset.splits,
+        f"dataset {dataset.name!r} has no {name!r} split (has: {', '.join(dataset.splits)})",
+    )
     x, y = dataset.split(name)
     return torch.from_numpy(x), torch.from_numpy(y).long()
 
 
 def _accuracy_under(model, x, y, v, *, label_signed, sign, bounds, device) -> tuple[torch.Tensor, float]:
-    logits = predict_logits(model, apply_uap(x, y, v, label_signed=label_signed, sign=sign, bounds=bounds),
-                            device=device).cpu()
+    logits = predict_logits(
+        model, apply_uap(x, y, v, label_signed=label_signed, sign=sign, bounds=bounds), device=device
+    ).cpu()
     return logits, (logits.argmax(1) == y).float().mean().item()
 
 
-def uap_audit(model: torch.nn.Module, dataset: Dataset, *, method: str = "sgd", norm: str = "l2", eps: float,
-              label_signed: bool = True, fit_split: str = "val", eval_split: str = "test",
-              pgd: PGDConfig | None = None, step_size: float = 0.05, steps: int = 30, epochs: int = 2,
-              batch_size: int = 256, seed: int = 0, device: str = "cpu", progress: ProgressCallback | None = None,
-              simple_blocks: list[int] | None = None) -> dict[str, Any]:
+def uap_audit(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    method: str = "sgd",
+    norm: str = "l2",
+    eps: float,
+    label_signed: bool = True,
+    fit_split: str = "val",
+    eval_split: str = "test",
+    pgd: PGDConfig | None = None,
+    step_size: float = 0.05,
+    steps: int = 30,
+    epochs: int = 2,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: ProgressCallback | None = None,
+    simple_blocks: list[int] | None = None,
+) -> dict[str, Any]:
     """Fit a UAP on ``fit_split``, evaluate it on ``eval_split``, and report where its budget lies (JSON-able).
 
     Perturbed inputs are clipped to ``data_bounds`` (nb06). ``method="svd"`` attacks the fit split with
@@ -208,43 +260,77 @@ def uap_audit(model: torch.nn.Module, dataset: Dataset, *, method: str = "sgd", 
     x_eval, y_eval = _split(dataset, eval_split)
     bounds = data_bounds(dataset)
     model.to(device).eval()
-    out: dict[str, Any] = {"method": method, "norm": norm, "eps": eps, "label_signed": signed,
-                           "fit_split": fit_split, "eval_split": eval_split, "seed": seed, "simple_blocks": simple,
-                           "bounds": list(bounds)}
+    out: dict[str, Any] = {
+        "method": method,
+        "norm": norm,
+        "eps": eps,
+        "label_signed": signed,
+        "fit_split": fit_split,
+        "eval_split": eval_split,
+        "seed": seed,
+        "simple_blocks": simple,
+        "bounds": list(bounds),
+    }
     with cpu_threads_for(model, device):
         if method == "svd":
-            cfg = pgd or PGDConfig(norm="l2", eps=relative_to_range(dataset, 1.0),
-                                   step_size=relative_to_range(dataset, 0.05), steps=30, bounds=bounds)
+            cfg = pgd or PGDConfig(
+                norm="l2",
+                eps=relative_to_range(dataset, 1.0),
+                step_size=relative_to_range(dataset, 0.05),
+                steps=30,
+                bounds=bounds,
+            )
             direction = svd_uap(model, x_fit, y_fit, cfg, seed=seed, device=device, progress=progress)
             v = eps * (direction.sign() if norm == "linf" else direction)
-            fit_acc = {s: _accuracy_under(model, x_fit, y_fit, v, label_signed=signed, sign=s, bounds=bounds,
-                                          device=device)[1] for s in (1.0, -1.0)}
+            fit_acc = {
+                s: _accuracy_under(
+                    model, x_fit, y_fit, v, label_signed=signed, sign=s, bounds=bounds, device=device
+                )[1]
+                for s in (1.0, -1.0)
+            }
             sign = 1.0 if fit_acc[1.0] < fit_acc[-1.0] else -1.0
             v = sign * v
             out["pgd"] = cfg.to_dict()
             out["sign"] = sign
         else:
-            v = sgd_uap(model, x_fit, y_fit, norm=norm, eps=eps, step_size=step_size, steps=steps, epochs=epochs,
-                        batch_size=batch_size, label_signed=signed, bounds=bounds, seed=seed, device=device,
-                        progress=progress)
+            v = sgd_uap(
+                model,
+                x_fit,
+                y_fit,
+                norm=norm,
+                eps=eps,
+                step_size=step_size,
+                steps=steps,
+                epochs=epochs,
+                batch_size=batch_size,
+                label_signed=signed,
+                bounds=bounds,
+                seed=seed,
+                device=device,
+                progress=progress,
+            )
             out.update(step_size=step_size, steps=steps, epochs=epochs, batch_size=batch_size)
         clean = predict_logits(model, x_eval, device=device).cpu()
-        attacked, acc = _accuracy_under(model, x_eval, y_eval, v, label_signed=signed, sign=1.0, bounds=bounds,
-                                        device=device)
-        fit_accuracy = _accuracy_under(model, x_fit, y_fit, v, label_signed=signed, sign=1.0, bounds=bounds,
-                                       device=device)[1]
+        attacked, acc = _accuracy_under(
+            model, x_eval, y_eval, v, label_signed=signed, sign=1.0, bounds=bounds, device=device
+        )
+        fit_accuracy = _accuracy_under(
+            model, x_fit, y_fit, v, label_signed=signed, sign=1.0, bounds=bounds, device=device
+        )[1]
     flat = v.flatten()
     shares = mass_shares(v.unsqueeze(0), dataset, [list(b.indices) for b in dataset.blocks] + [s_columns])[0]
-    out.update({
-        "clean_accuracy": (clean.argmax(1) == y_eval).float().mean().item(),
-        "accuracy": acc,
-        "loss": F.cross_entropy(attacked, y_eval).item(),
-        "fooling_rate": (attacked.argmax(1) != clean.argmax(1)).float().mean().item(),
-        "fit_accuracy": fit_accuracy,
-        "uap_norm": {"l2": float(flat.norm()), "linf": float(flat.abs().max())},
-        "block_share": {name: float(shares[i]) for i, name in enumerate(block_names(dataset))},
-        "simple_share": float(shares[-1]),
-    })
+    out.update(
+        {
+            "clean_accuracy": (clean.argmax(1) == y_eval).float().mean().item(),
+            "accuracy": acc,
+            "loss": F.cross_entropy(attacked, y_eval).item(),
+            "fooling_rate": (attacked.argmax(1) != clean.argmax(1)).float().mean().item(),
+            "fit_accuracy": fit_accuracy,
+            "uap_norm": {"l2": float(flat.norm()), "linf": float(flat.abs().max())},
+            "block_share": {name: float(shares[i]) for i, name in enumerate(block_names(dataset))},
+            "simple_share": float(shares[-1]),
+        }
+    )
     if dataset.num_features <= MAX_COORDINATES_FOR_VECTORS:
         out["uap"] = Canonical(dataset, "cpu").to_canonical(v.reshape(1, -1).float())[0].tolist()
     return out

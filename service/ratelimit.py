@@ -67,7 +67,12 @@ class TokenBuckets:
     """One bucket per client for one budget, bounded in number."""
 
     def __init__(
-        self, budget: Budget, clock: Callable[[], float], max_buckets: int = MAX_BUCKETS, *, job_only: bool = False
+        self,
+        budget: Budget,
+        clock: Callable[[], float],
+        max_buckets: int = MAX_BUCKETS,
+        *,
+        job_only: bool = False,
     ) -> None:
         self.budget, self.clock, self.max_buckets, self.job_only = budget, clock, max_buckets, job_only
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()

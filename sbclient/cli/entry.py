@@ -33,7 +33,9 @@ def _plugins() -> list[EntryPoint]:
 
 def _needs_server_install(name: str, missing: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        raise CliError(f"'sbaudit {name}' needs the server install ({missing} is not installed): {SERVER_INSTALL}")
+        raise CliError(
+            f"'sbaudit {name}' needs the server install ({missing} is not installed): {SERVER_INSTALL}"
+        )
 
     return handler
 
@@ -43,7 +45,9 @@ def _register_plugin(sub: Subparsers, plugin: EntryPoint) -> None:
         register = plugin.load()
     except ImportError as exc:
         missing = (exc.name or "a server library").split(".")[0]
-        parser = sub.add_parser(plugin.name, help=f"(needs the server install: {SERVER_INSTALL})", add_help=False)
+        parser = sub.add_parser(
+            plugin.name, help=f"(needs the server install: {SERVER_INSTALL})", add_help=False
+        )
         parser.add_argument("rest", nargs=argparse.REMAINDER)
         parser.set_defaults(handler=_needs_server_install(plugin.name, missing))
         return
@@ -81,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         missing = _missing_library(exc)
         if missing is None or args.command in resources.COMMANDS:
             raise
-        print(f"sbaudit: error: 'sbaudit {args.command}' needs the server install ({missing} is not installed): "
-              f"{SERVER_INSTALL}", file=sys.stderr)
+        print(
+            f"sbaudit: error: 'sbaudit {args.command}' needs the server install ({missing} is not installed): "
+            f"{SERVER_INSTALL}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("sbaudit: interrupted", file=sys.stderr)

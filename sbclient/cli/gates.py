@@ -102,7 +102,9 @@ def parse_fail_on(values: Iterable[str]) -> frozenset[str]:
         raise CliError(f"--fail-on: name at least one verdict code ({', '.join(VERDICT_CODES)})")
     unknown = sorted(codes - set(VERDICT_CODES))
     if unknown:
-        raise CliError(f"--fail-on: unknown verdict code {unknown[0]!r} (choose from: {', '.join(VERDICT_CODES)})")
+        raise CliError(
+            f"--fail-on: unknown verdict code {unknown[0]!r} (choose from: {', '.join(VERDICT_CODES)})"
+        )
     return frozenset(codes)
 
 

@@ -95,12 +95,26 @@ class Check:
 # --- writing a section ------------------------------------------------------------------------------
 
 
-def section(check: str, title: str, summary: str | None = None, *, tables: list[dict[str, Any]] | None = None,
-            figures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"check": check, "title": title, "summary": summary, "tables": tables or [], "figures": figures or []}
+def section(
+    check: str,
+    title: str,
+    summary: str | None = None,
+    *,
+    tables: list[dict[str, Any]] | None = None,
+    figures: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "check": check,
+        "title": title,
+        "summary": summary,
+        "tables": tables or [],
+        "figures": figures or [],
+    }
 
 
-def table(caption: str, columns: list[str], rows: list[list[str]], *, collapsed: bool = False) -> dict[str, Any]:
+def table(
+    caption: str, columns: list[str], rows: list[list[str]], *, collapsed: bool = False
+) -> dict[str, Any]:
     return {"caption": caption, "columns": columns, "rows": rows, "collapsed": collapsed}
 
 

@@ -15,9 +15,16 @@ from sbengine.plots import new_figure, to_png
 
 
 def run(ctx: CheckContext) -> dict[str, Any]:
-    return ensemble_audit_summary(ctx.model, ctx.members, ctx.dataset, simple_blocks=ctx.simple_blocks,
-                                  repeats=ctx.repeats, seed=ctx.seed, device=ctx.device,
-                                  thresholds=ctx.verdict_thresholds)
+    return ensemble_audit_summary(
+        ctx.model,
+        ctx.members,
+        ctx.dataset,
+        simple_blocks=ctx.simple_blocks,
+        repeats=ctx.repeats,
+        seed=ctx.seed,
+        device=ctx.device,
+        thresholds=ctx.verdict_thresholds,
+    )
 
 
 def ensemble_members(summary: dict[str, Any], *, title: str = "Members vs ensemble") -> bytes:
@@ -26,9 +33,14 @@ def ensemble_members(summary: dict[str, Any], *, title: str = "Members vs ensemb
     entries = [*summary["members"], summary["ensemble"]]
     names = [e.get("name", f"member {i}") for i, e in enumerate(entries)]
     x = np.arange(len(entries))
-    for offset, key, label in ((-0.25, "test_accuracy", "test accuracy"), (0.0, "s_randomized_auc", "S-rand. AUC"),
-                               (0.25, "sc_randomized_auc", "S$^c$-rand. AUC")):
-        ax.bar(x + offset, [np.nan if e.get(key) is None else e[key] for e in entries], width=0.25, label=label)
+    for offset, key, label in (
+        (-0.25, "test_accuracy", "test accuracy"),
+        (0.0, "s_randomized_auc", "S-rand. AUC"),
+        (0.25, "sc_randomized_auc", "S$^c$-rand. AUC"),
+    ):
+        ax.bar(
+            x + offset, [np.nan if e.get(key) is None else e[key] for e in entries], width=0.25, label=label
+        )
     ax.set_xticks(x, names, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
@@ -38,12 +50,17 @@ def ensemble_members(summary: dict[str, Any], *, title: str = "Members vs ensemb
 
 def _flat_rows(summary: dict[str, Any]) -> dict[str, Any]:
     def flat(row: dict[str, Any], name: str) -> dict[str, Any]:
-        return {"name": name, "test_accuracy": row["test_accuracy"],
-                "s_randomized_auc": (row.get("s_randomized_auc") or {}).get("mean"),
-                "sc_randomized_auc": (row.get("sc_randomized_auc") or {}).get("mean")}
+        return {
+            "name": name,
+            "test_accuracy": row["test_accuracy"],
+            "s_randomized_auc": (row.get("s_randomized_auc") or {}).get("mean"),
+            "sc_randomized_auc": (row.get("sc_randomized_auc") or {}).get("mean"),
+        }
 
-    return {"members": [flat(m, f"member {i}") for i, m in enumerate(summary["members"])],
-            "ensemble": flat(summary["ensemble"], "ensemble")}
+    return {
+        "members": [flat(m, f"member {i}") for i, m in enumerate(summary["members"])],
+        "ensemble": flat(summary["ensemble"], "ensemble"),
+    }
 
 
 def figures(result: dict[str, Any], dataset) -> dict[str, bytes]:
@@ -62,12 +79,19 @@ def report_section(e: dict[str, Any]) -> dict[str, Any]:
     columns = ["", "test accuracy", "S-randomized AUC", "S^c-randomized AUC", "reliance"]
 
     def row(name: str, r: dict[str, Any]) -> list[str]:
-        return [name, num(r.get("test_accuracy")), mean_std(r.get("s_randomized_auc")),
-                mean_std(r.get("sc_randomized_auc")), str(r.get("verdict_code") or DASH)]
+        return [
+            name,
+            num(r.get("test_accuracy")),
+            mean_std(r.get("s_randomized_auc")),
+            mean_std(r.get("sc_randomized_auc")),
+            str(r.get("verdict_code") or DASH),
+        ]
 
     rows = [row(f"member {i}", m) for i, m in enumerate(e.get("members") or [])]
     rows.append(row("ensemble", e.get("ensemble") or {}))
-    return section("ensemble", "Ensemble", e.get("summary"), tables=[table("", columns, rows)], figures=[MEMBERS])
+    return section(
+        "ensemble", "Ensemble", e.get("summary"), tables=[table("", columns, rows)], figures=[MEMBERS]
+    )
 
 
 CHECK = Check(name="ensemble", run=run, report_section=report_section, figures=figures, needs_members=True)

@@ -18,21 +18,38 @@ COORDINATE_PREFIX = "coordinate "  # sbengine.metrics.default_groups names singl
 def run(ctx: CheckContext) -> dict[str, Any]:
     o = ctx.options
     return {
-        method: feature_dependence(ctx.model, ctx.dataset, method=method, split=ctx.split, progress=ctx.progress,
-                                   sample_fraction=o["sample_fraction"], seed=ctx.seed, device=ctx.device)
+        method: feature_dependence(
+            ctx.model,
+            ctx.dataset,
+            method=method,
+            split=ctx.split,
+            progress=ctx.progress,
+            sample_fraction=o["sample_fraction"],
+            seed=ctx.seed,
+            device=ctx.device,
+        )
         for method in o["methods"]
     }
 
 
-def dependence_bars(rows: list[dict[str, Any]], *, metric: str = "accuracy", title: str = "Feature dependence",
-                    max_bars: int = 60) -> bytes:
+def dependence_bars(
+    rows: list[dict[str, Any]],
+    *,
+    metric: str = "accuracy",
+    title: str = "Feature dependence",
+    max_bars: int = 60,
+) -> bytes:
     """The metric after destroying each group: a low bar means the model depends on that group."""
     rows = rows[:max_bars]
     plt, fig, ax = new_figure(width=max(6.0, 0.18 * len(rows) + 2), height=3.6)
     values = [r[metric] for r in rows]
     ax.bar(range(len(rows)), values, color=["#d62728" if v < 0.75 else "#1f77b4" for v in values])
-    ax.set_xticks(range(len(rows)), [r["group"].split(":")[0].replace("coordinate ", "c") for r in rows],
-                  rotation=90, fontsize=7)
+    ax.set_xticks(
+        range(len(rows)),
+        [r["group"].split(":")[0].replace("coordinate ", "c") for r in rows],
+        rotation=90,
+        fontsize=7,
+    )
     ax.set_ylim(0, 1.02)
     ax.set_ylabel(f"{metric} after randomizing")
     ax.set_title(title)
@@ -40,8 +57,10 @@ def dependence_bars(rows: list[dict[str, Any]], *, metric: str = "accuracy", tit
 
 
 def figures(result: dict[str, Any], dataset) -> dict[str, bytes]:
-    return {f"dependence_{method}": dependence_bars(rows, title=f"Feature dependence ({method})")
-            for method, rows in result.items()}
+    return {
+        f"dependence_{method}": dependence_bars(rows, title=f"Feature dependence ({method})")
+        for method, rows in result.items()
+    }
 
 
 CAPTIONS = {
@@ -62,8 +81,10 @@ def report_section(by_method: dict[str, Any]) -> dict[str, Any]:
     tables, shown = [], []
     columns = ["group", "coordinates", "accuracy", "AUC"]
     for method, rows in by_method.items():
-        cells = [[str(r["group"]), num(r.get("coordinates")), num(r.get("accuracy")), num(r.get("auc"))]
-                 for r in rows]
+        cells = [
+            [str(r["group"]), num(r.get("coordinates")), num(r.get("accuracy")), num(r.get("auc"))]
+            for r in rows
+        ]
         blocks = [c for c in cells if not c[0].startswith(COORDINATE_PREFIX)]
         coordinates = [c for c in cells if c[0].startswith(COORDINATE_PREFIX)]
         tables.append(table(f"{method}: per block", columns, blocks))
@@ -71,10 +92,13 @@ def report_section(by_method: dict[str, Any]) -> dict[str, Any]:
             tables.append(table(f"{method}: per coordinate", columns, coordinates, collapsed=True))
         title, caption = CAPTIONS.get(method, (f"Feature dependence ({method})", CAPTIONS["random"][1]))
         shown.append(figure(f"dependence_{method}", title, caption))
-    summary = ("Accuracy and AUC after destroying one group of canonical coordinates: low values mark what the "
-               "model depends on.")
+    summary = (
+        "Accuracy and AUC after destroying one group of canonical coordinates: low values mark what the "
+        "model depends on."
+    )
     return section("feature_dependence", "Feature dependence", summary, tables=tables, figures=shown)
 
 
-CHECK = Check(name="feature_dependence", run=run, report_section=report_section, figures=figures,
-              options=OPTIONS)
+CHECK = Check(
+    name="feature_dependence", run=run, report_section=report_section, figures=figures, options=OPTIONS
+)

@@ -10,8 +10,9 @@ from sbengine.generalization import generalization_check
 
 
 def run(ctx: CheckContext) -> dict[str, Any]:
-    return generalization_check(ctx.model, ctx.dataset, simple_blocks=ctx.simple_blocks, split=ctx.split,
-                                device=ctx.device)
+    return generalization_check(
+        ctx.model, ctx.dataset, simple_blocks=ctx.simple_blocks, split=ctx.split, device=ctx.device
+    )
 
 
 def report_section(g: dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +23,9 @@ def report_section(g: dict[str, Any]) -> dict[str, Any]:
         ["Bayes accuracy of all blocks", num(g.get("bayes_accuracy_all"))],
         ["sub-optimal (margin " + num(g.get("margin")) + ")", num(g.get("suboptimal"))],
     ]
-    return section("generalization", "Generalization", g.get("summary"), tables=[table("", ["", "value"], rows)])
+    return section(
+        "generalization", "Generalization", g.get("summary"), tables=[table("", ["", "value"], rows)]
+    )
 
 
 CHECK = Check(name="generalization", run=run, report_section=report_section)

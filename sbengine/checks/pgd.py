@@ -14,8 +14,16 @@ from sbengine.checks.base import DASH, Check, CheckContext, figure, mean_std, nu
 from sbengine.data.dataset import Dataset
 from sbengine.plots import block_bounds, block_shares, perturbation_heatmap
 
-OPTIONS = {"norm": "l2", "eps": 0.5, "step_size": 0.05, "steps": 20, "relative": True, "restarts": 1,
-           "loss": "untargeted", "rand_eps": 0.0}
+OPTIONS = {
+    "norm": "l2",
+    "eps": 0.5,
+    "step_size": 0.05,
+    "steps": 20,
+    "relative": True,
+    "restarts": 1,
+    "loss": "untargeted",
+    "rand_eps": 0.0,
+}
 
 
 def pgd_config(dataset: Dataset, o: dict[str, Any]) -> PGDConfig:
@@ -28,21 +36,38 @@ def pgd_config(dataset: Dataset, o: dict[str, Any]) -> PGDConfig:
     scale = relative_to_range(dataset, 1.0) if relative else 1.0
     if not all(isinstance(o[k], int | float) and not isinstance(o[k], bool) for k in ("eps", "step_size")):
         raise ValueError("options.pgd.eps and options.pgd.step_size must be numbers")
-    bounds = data_bounds(dataset) if dataset.rotation is None and dataset.spec.get("kind") != "synthetic" else None
-    return PGDConfig.from_dict({**o, "eps": o["eps"] * scale, "step_size": o["step_size"] * scale, "bounds": bounds})
+    bounds = (
+        data_bounds(dataset) if dataset.rotation is None and dataset.spec.get("kind") != "synthetic" else None
+    )
+    return PGDConfig.from_dict(
+        {**o, "eps": o["eps"] * scale, "step_size": o["step_size"] * scale, "bounds": bounds}
+    )
 
 
 def run(ctx: CheckContext) -> dict[str, Any]:
-    return pgd_audit(ctx.model, ctx.dataset, pgd_config(ctx.dataset, ctx.options), split=ctx.split,
-                     simple_blocks=ctx.simple_blocks, progress=ctx.progress, seed=ctx.seed, device=ctx.device)
+    return pgd_audit(
+        ctx.model,
+        ctx.dataset,
+        pgd_config(ctx.dataset, ctx.options),
+        split=ctx.split,
+        simple_blocks=ctx.simple_blocks,
+        progress=ctx.progress,
+        seed=ctx.seed,
+        device=ctx.device,
+    )
 
 
 def figures(result: dict[str, Any], dataset: Dataset) -> dict[str, bytes]:
     out = {}
     if result.get("heatmap"):
-        out["pgd_heatmap"] = perturbation_heatmap(result["heatmap"], block_bounds=block_bounds(dataset),
-                                                  title="PGD perturbations (canonical coordinates)")
-    out["pgd_block_share"] = block_shares(result["block_share"], title="Share of the PGD perturbation per block")
+        out["pgd_heatmap"] = perturbation_heatmap(
+            result["heatmap"],
+            block_bounds=block_bounds(dataset),
+            title="PGD perturbations (canonical coordinates)",
+        )
+    out["pgd_block_share"] = block_shares(
+        result["block_share"], title="Share of the PGD perturbation per block"
+    )
     return out
 
 
@@ -75,11 +100,16 @@ def report_section(p: dict[str, Any]) -> dict[str, Any]:
         f"{num(config.get('restarts'))} restart(s), loss {config.get('loss', DASH)}; split {p.get('split', DASH)}, "
         f"{num(p.get('n'))} examples."
     )
-    tables = [table("", ["", "value"], rows),
-              table("Share of the perturbation per block", ["block", "share"], share_rows(p.get("block_share") or {}))]
+    tables = [
+        table("", ["", "value"], rows),
+        table(
+            "Share of the perturbation per block", ["block", "share"], share_rows(p.get("block_share") or {})
+        ),
+    ]
     shown = ([HEATMAP] if p.get("heatmap") else []) + [BLOCK_SHARE]
     return section("pgd", "Instance-wise PGD", summary, tables=tables, figures=shown)
 
 
-CHECK = Check(name="pgd", run=run, report_section=report_section, figures=figures, options=OPTIONS,
-              needs_gradients=True)
+CHECK = Check(
+    name="pgd", run=run, report_section=report_section, figures=figures, options=OPTIONS, needs_gradients=True
+)

@@ -23,9 +23,18 @@ LABELS = {"standard": "standard", "s_randomized": "S-randomized", "sc_randomized
 
 def run(ctx: CheckContext) -> dict[str, Any]:
     common = {"seed": ctx.seed, "device": ctx.device}
-    out = randomization(ctx.model, ctx.dataset, simple_blocks=ctx.simple_blocks, split=ctx.split,
-                        repeats=ctx.repeats, progress=ctx.progress, **common)
-    boundary = decision_slice(ctx.model, ctx.dataset, simple_blocks=ctx.simple_blocks, split=ctx.split, **common)
+    out = randomization(
+        ctx.model,
+        ctx.dataset,
+        simple_blocks=ctx.simple_blocks,
+        split=ctx.split,
+        repeats=ctx.repeats,
+        progress=ctx.progress,
+        **common,
+    )
+    boundary = decision_slice(
+        ctx.model, ctx.dataset, simple_blocks=ctx.simple_blocks, split=ctx.split, **common
+    )
     if boundary is not None:
         out["boundary"] = boundary
     return out
@@ -38,8 +47,15 @@ def logit_histograms(hist: dict[str, Any], *, title: str = "Positive-class logit
     edges = np.asarray(hist["bin_edges"])
     for key in ("standard", "s_randomized", "sc_randomized"):
         if key in hist:
-            ax.stairs(hist[key], edges, label=LABELS[key], color=COLORS[key], linewidth=1.8,
-                      fill=key == "standard", alpha=0.25 if key == "standard" else 1.0)
+            ax.stairs(
+                hist[key],
+                edges,
+                label=LABELS[key],
+                color=COLORS[key],
+                linewidth=1.8,
+                fill=key == "standard",
+                alpha=0.25 if key == "standard" else 1.0,
+            )
     ax.axvline(0.0, color="#999999", linewidth=0.8, linestyle=":")
     ax.set_xlabel("logit$_1$ − logit$_0$ (true positives)")
     ax.set_ylabel("density")
@@ -55,15 +71,29 @@ def decision_boundary(slice_: dict[str, Any], *, title: str = "Decision boundary
 
     plt, fig, ax = new_figure(width=5.2, height=4.4)
     s_axis, sc_axis = slice_["s_axis"], slice_["sc_axis"]
-    ax.imshow(np.asarray(slice_["predicted"], dtype=float), origin="lower", aspect="auto",
-              extent=(s_axis[0], s_axis[-1], sc_axis[0], sc_axis[-1]), interpolation="nearest",
-              cmap=ListedColormap(["#d9d9d9", "#8c8c8c", "#bdbdbd", "#636363"]), vmin=0, vmax=3)
+    ax.imshow(
+        np.asarray(slice_["predicted"], dtype=float),
+        origin="lower",
+        aspect="auto",
+        extent=(s_axis[0], s_axis[-1], sc_axis[0], sc_axis[-1]),
+        interpolation="nearest",
+        cmap=ListedColormap(["#d9d9d9", "#8c8c8c", "#bdbdbd", "#636363"]),
+        vmin=0,
+        vmax=3,
+    )
     pts = slice_["points"]
     labels = np.asarray(pts["label"])
     for cls, color in ((0, "#1f77b4"), (1, "#d62728")):
         keep = labels == cls
-        ax.scatter(np.asarray(pts["s"])[keep], np.asarray(pts["sc"])[keep], s=6, color=color,
-                   label=f"class {cls}", alpha=0.8, linewidths=0)
+        ax.scatter(
+            np.asarray(pts["s"])[keep],
+            np.asarray(pts["sc"])[keep],
+            s=6,
+            color=color,
+            label=f"class {cls}",
+            alpha=0.8,
+            linewidths=0,
+        )
     ax.set_xlabel(f"S coordinate {slice_['s_coordinate']} (canonical)")
     ax.set_ylabel(f"S$^c$ coordinate {slice_['sc_coordinate']} (canonical)")
     ax.set_title(title)
@@ -99,19 +129,37 @@ BOUNDARY = figure(
 def report_section(r: dict[str, Any]) -> dict[str, Any]:
     rows = [
         ["AUC", num(r.get("auc")), mean_std(r.get("s_randomized_auc")), mean_std(r.get("sc_randomized_auc"))],
-        ["accuracy", num(r.get("accuracy")), mean_std(r.get("s_randomized_accuracy")),
-         mean_std(r.get("sc_randomized_accuracy"))],
-        ["loss", num(r.get("loss")), mean_std(r.get("s_randomized_loss")), mean_std(r.get("sc_randomized_loss"))],
-        ["logit shift", DASH, mean_std(r.get("s_randomized_logit_shift")),
-         mean_std(r.get("sc_randomized_logit_shift"))],
+        [
+            "accuracy",
+            num(r.get("accuracy")),
+            mean_std(r.get("s_randomized_accuracy")),
+            mean_std(r.get("sc_randomized_accuracy")),
+        ],
+        [
+            "loss",
+            num(r.get("loss")),
+            mean_std(r.get("s_randomized_loss")),
+            mean_std(r.get("sc_randomized_loss")),
+        ],
+        [
+            "logit shift",
+            DASH,
+            mean_std(r.get("s_randomized_logit_shift")),
+            mean_std(r.get("sc_randomized_logit_shift")),
+        ],
     ]
     summary = (
         f"Split {r.get('split', DASH)}, {num(r.get('n'))} examples, {num(r.get('repeats'))} permutations "
         f"per figure (mean ± std). S = blocks {blocks_text(r.get('simple_blocks'))}, "
         f"S^c = blocks {blocks_text(r.get('complex_blocks'))}."
     )
-    tables = [table("Standard, S-randomized and S^c-randomized",
-                    ["metric", "standard", "S-randomized", "S^c-randomized"], rows)]
+    tables = [
+        table(
+            "Standard, S-randomized and S^c-randomized",
+            ["metric", "standard", "S-randomized", "S^c-randomized"],
+            rows,
+        )
+    ]
     shown = ([HISTOGRAMS] if "histograms" in r else []) + ([BOUNDARY] if r.get("boundary") else [])
     return section("randomization", "S / S^c randomization", summary, tables=tables, figures=shown)
 

@@ -11,15 +11,35 @@ from sbengine.data.dataset import Dataset
 from sbengine.plots import block_bounds, block_shares, perturbation_heatmap
 from sbengine.uap import uap_audit
 
-OPTIONS = {"method": "sgd", "norm": "l2", "eps": 1.0, "label_signed": True, "step_size": 0.05, "steps": 30,
-           "epochs": 2, "fit_split": "val"}
+OPTIONS = {
+    "method": "sgd",
+    "norm": "l2",
+    "eps": 1.0,
+    "label_signed": True,
+    "step_size": 0.05,
+    "steps": 30,
+    "epochs": 2,
+    "fit_split": "val",
+}
 
 
 def run(ctx: CheckContext) -> dict[str, Any]:
     o = dict(ctx.options)
-    return uap_audit(ctx.model, ctx.dataset, method=o.pop("method"), norm=o.pop("norm"), eps=o.pop("eps"),
-                     label_signed=o.pop("label_signed"), fit_split=o.pop("fit_split"), eval_split=ctx.split,
-                     simple_blocks=ctx.simple_blocks, progress=ctx.progress, seed=ctx.seed, device=ctx.device, **o)
+    return uap_audit(
+        ctx.model,
+        ctx.dataset,
+        method=o.pop("method"),
+        norm=o.pop("norm"),
+        eps=o.pop("eps"),
+        label_signed=o.pop("label_signed"),
+        fit_split=o.pop("fit_split"),
+        eval_split=ctx.split,
+        simple_blocks=ctx.simple_blocks,
+        progress=ctx.progress,
+        seed=ctx.seed,
+        device=ctx.device,
+        **o,
+    )
 
 
 def _unit_max(v: list[float]) -> list[float]:
@@ -30,8 +50,11 @@ def _unit_max(v: list[float]) -> list[float]:
 def figures(result: dict[str, Any], dataset: Dataset) -> dict[str, bytes]:
     out = {}
     if result.get("uap"):
-        out["uap_vector"] = perturbation_heatmap([_unit_max(result["uap"])], block_bounds=block_bounds(dataset),
-                                                 title="Universal perturbation (canonical coordinates)")
+        out["uap_vector"] = perturbation_heatmap(
+            [_unit_max(result["uap"])],
+            block_bounds=block_bounds(dataset),
+            title="Universal perturbation (canonical coordinates)",
+        )
     out["uap_block_share"] = block_shares(result["block_share"], title="Share of the UAP per block")
     return out
 
@@ -64,11 +87,14 @@ def report_section(u: dict[str, Any]) -> dict[str, Any]:
         f"{u.get('method', DASH)} method, {u.get('norm', DASH)} budget {num(u.get('eps'))}, fitted on "
         f"{u.get('fit_split', DASH)}, evaluated on {u.get('eval_split', DASH)}."
     )
-    tables = [table("", ["", "value"], rows),
-              table("Share of the UAP per block", ["block", "share"], share_rows(u.get("block_share") or {}))]
+    tables = [
+        table("", ["", "value"], rows),
+        table("Share of the UAP per block", ["block", "share"], share_rows(u.get("block_share") or {})),
+    ]
     shown = ([VECTOR] if u.get("uap") else []) + [BLOCK_SHARE]
     return section("uap", "Universal adversarial perturbation", summary, tables=tables, figures=shown)
 
 
-CHECK = Check(name="uap", run=run, report_section=report_section, figures=figures, options=OPTIONS,
-              needs_gradients=True)
+CHECK = Check(
+    name="uap", run=run, report_section=report_section, figures=figures, options=OPTIONS, needs_gradients=True
+)

@@ -8,11 +8,34 @@ from sbengine.data.dataset import Dataset
 from sbengine.data.presets import IMAGE_PRESETS, PRESET_NAMES, SYNTHETIC_PRESETS
 from sbengine.data.synthetic import BlockSpec, SyntheticSpec, generate
 
-_SYNTHETIC_KEYS = {"preset", "blocks", "n_train", "n_val", "n_test", "seed", "rotate", "width", "simple_blocks", "name"}
-_IMAGE_KEYS = {"preset", "n_train", "n_val", "n_test", "seed", "mnist_classes", "cifar_classes", "randomize", "name"}
+_SYNTHETIC_KEYS = {
+    "preset",
+    "blocks",
+    "n_train",
+    "n_val",
+    "n_test",
+    "seed",
+    "rotate",
+    "width",
+    "simple_blocks",
+    "name",
+}
+_IMAGE_KEYS = {
+    "preset",
+    "n_train",
+    "n_val",
+    "n_test",
+    "seed",
+    "mnist_classes",
+    "cifar_classes",
+    "randomize",
+    "name",
+}
 
 
-def build_dataset(request: dict[str, Any], *, raw_data_dir: str | None = None, download: bool = True) -> Dataset:
+def build_dataset(
+    request: dict[str, Any], *, raw_data_dir: str | None = None, download: bool = True
+) -> Dataset:
     """Build the dataset a request describes: ``{"preset": NAME, ...overrides}`` or ``{"blocks": [...], ...}``.
 
     Raises ValueError with a one-line message for anything malformed, before doing any work.
@@ -29,8 +52,11 @@ def build_dataset(request: dict[str, Any], *, raw_data_dir: str | None = None, d
         p = SYNTHETIC_PRESETS[preset]
         blocks = list(p.blocks)
         defaults: dict[str, Any] = {
-            "n_train": p.n_train, "n_val": p.n_val, "n_test": p.n_test,
-            "simple_blocks": list(p.simple_blocks), "name": preset,
+            "n_train": p.n_train,
+            "n_val": p.n_val,
+            "n_test": p.n_test,
+            "simple_blocks": list(p.simple_blocks),
+            "name": preset,
         }
     elif "blocks" in request:
         if not isinstance(request["blocks"], list) or not request["blocks"]:

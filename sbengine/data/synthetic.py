@@ -66,8 +66,14 @@ class BlockSpec:
     def validate(self) -> None:
         if self.type not in BLOCK_TYPES:
             raise ValueError(f"block: unknown type {self.type!r} (choose from: {', '.join(BLOCK_TYPES)})")
-        if not isinstance(self.count, int) or isinstance(self.count, bool) or not 1 <= self.count <= _MAX_COORDINATES:
-            raise ValueError(f"block {self.type}: count must be an integer in [1, {_MAX_COORDINATES}], got {self.count!r}")
+        if (
+            not isinstance(self.count, int)
+            or isinstance(self.count, bool)
+            or not 1 <= self.count <= _MAX_COORDINATES
+        ):
+            raise ValueError(
+                f"block {self.type}: count must be an integer in [1, {_MAX_COORDINATES}], got {self.count!r}"
+            )
         if self.type == "noise":
             return
         if not isinstance(self.margin, int | float) or not 0 < self.margin < 1:
@@ -89,7 +95,9 @@ class BlockSpec:
         if not noisy and self.noise:
             raise ValueError(f"block {self.type}: use type 'noisy_{self.type}' for a noisy block")
         if self.noise_mode not in NOISE_MODES:
-            raise ValueError(f"block {self.type}: noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
+            raise ValueError(
+                f"block {self.type}: noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}"
+            )
 
     @property
     def label(self) -> str:
@@ -194,7 +202,9 @@ def _signs(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(rng.random(n) < 0.5, -1.0, 1.0)
 
 
-def _sample_rings(rng: np.random.Generator, k: int, probs: dict[int, float], n: int, margin: float, width: float) -> np.ndarray:
+def _sample_rings(
+    rng: np.random.Generator, k: int, probs: dict[int, float], n: int, margin: float, width: float
+) -> np.ndarray:
     rings = np.array(list(probs))
     chosen = rings[rng.choice(len(rings), size=n, p=np.array(list(probs.values())))]
     lo = np.empty(n)
@@ -219,7 +229,9 @@ def _linear_column(rng: np.random.Generator, y: np.ndarray, margin: float, width
     return (2.0 * y - 1.0) * (m + (width - m) * rng.random(y.shape[0]))
 
 
-def _apply_noise(rng: np.random.Generator, col: np.ndarray, y: np.ndarray, spec: BlockSpec, width: float) -> None:
+def _apply_noise(
+    rng: np.random.Generator, col: np.ndarray, y: np.ndarray, spec: BlockSpec, width: float
+) -> None:
     n = y.shape[0]
     rows = rng.choice(n, size=round(n * spec.noise), replace=False)
     m = spec.margin * width
@@ -232,8 +244,10 @@ def _apply_noise(rng: np.random.Generator, col: np.ndarray, y: np.ndarray, spec:
     k = spec.k
     if spec.noise_mode == "margin":
         # k−1 gaps: between ring r−1 and ring r on each side.
-        gaps = [(ring_interval(k, r - 1, spec.margin, width)[1], ring_interval(k, r, spec.margin, width)[0])
-                for r in range(1, (k - 1) // 2 + 1)]
+        gaps = [
+            (ring_interval(k, r - 1, spec.margin, width)[1], ring_interval(k, r, spec.margin, width)[0])
+            for r in range(1, (k - 1) // 2 + 1)
+        ]
         which = rng.integers(0, len(gaps), rows.size)
         lo = np.array([g[0] for g in gaps])[which]
         hi = np.array([g[1] for g in gaps])[which]
@@ -325,7 +339,9 @@ def _check_spec(spec: SyntheticSpec) -> None:
             raise ValueError(f"simple_blocks: block {s} out of range (dataset has {len(spec.blocks)} blocks)")
 
 
-def _draw_columns(rng: np.random.Generator, y: np.ndarray, spec: SyntheticSpec) -> Iterator[tuple[int, np.ndarray]]:
+def _draw_columns(
+    rng: np.random.Generator, y: np.ndarray, spec: SyntheticSpec
+) -> Iterator[tuple[int, np.ndarray]]:
     """Every canonical coordinate of every row, as ``(index, column)``, in the order the generator draws them
     (block by block, noise right after its column): this order is what a seed reproduces."""
     j = 0

@@ -123,8 +123,18 @@ def _recurrent(cell: str) -> Callable[..., nn.Module]:
 
 
 # Names only: sbengine.models.vision (and torchvision, seconds to import) loads on the first vision build.
-VISION_NAMES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "densenet121", "googlenet", "vgg11_bn",
-                "vgg13_bn", "vgg16_bn", "vgg19_bn")
+VISION_NAMES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v2",
+    "densenet121",
+    "googlenet",
+    "vgg11_bn",
+    "vgg13_bn",
+    "vgg16_bn",
+    "vgg19_bn",
+)
 
 
 def _vision(name: str) -> Callable[..., nn.Module]:

@@ -222,7 +222,9 @@ def check_framing(path: Path, *, kind: str, max_total_bytes: int) -> str:
             "zip format"
         )
     if kind == "checkpoint" and fmt not in ("safetensors", "zip"):
-        raise Rejected("not a checkpoint: upload a safetensors file or a torch.save'd state_dict (zip format)")
+        raise Rejected(
+            "not a checkpoint: upload a safetensors file or a torch.save'd state_dict (zip format)"
+        )
     if kind == "dataset" and fmt not in ("safetensors", "zip"):
         raise Rejected("not a dataset file: upload .npz (numpy.savez) or safetensors")
     if fmt == "safetensors":

@@ -91,7 +91,9 @@ def commands(*, base_url: str, dataset: Dataset | None, model: Model | None, aud
     curl, cli, notes = [setup], [setup], []
     if ds is not None:
         curl.append(curl_post("/v1/datasets", ds, "DATASET_ID"))
-        cli.append(f"DATASET_ID=$(sbaudit datasets create --body {shlex.quote(compact(ds))} --wait --json | jq -r .id)")
+        cli.append(
+            f"DATASET_ID=$(sbaudit datasets create --body {shlex.quote(compact(ds))} --wait --json | jq -r .id)"
+        )
     else:
         notes.append(
             "The dataset was uploaded: upload the same files again (sbaudit datasets upload) "

@@ -128,6 +128,4 @@ def audit_results_csv(audit_id: str, principal: CurrentPrincipal, db: DB) -> Res
         audit = get_owned(session, Audit, "audit", owner=principal.owner, resource_id=audit_id)
         require_ready(audit, "audit", "path.audit_id")
         text = to_csv(audit.id, result_rows(audit.results))
-    return Response(
-        text, media_type="text/csv; charset=utf-8", headers=attachment(f"{audit.id}-results.csv")
-    )
+    return Response(text, media_type="text/csv; charset=utf-8", headers=attachment(f"{audit.id}-results.csv"))

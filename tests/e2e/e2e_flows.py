@@ -108,8 +108,14 @@ def attacks_and_plots(client: httpx.Client) -> dict:
     assert 0 <= results["pgd"]["accuracy"] <= 1 and results["generalization"]["summary"]
     assert set(results["uap"]["block_share"]) == {b["name"] for b in dataset["blocks"]}
     plots = {a["kind"]: a for a in audit["artifacts"] if a["content_type"] == "image/png"}
-    expected = {"logit_histograms", "decision_boundary", "pgd_heatmap", "pgd_block_share", "uap_vector",
-                "uap_block_share"}
+    expected = {
+        "logit_histograms",
+        "decision_boundary",
+        "pgd_heatmap",
+        "pgd_block_share",
+        "uap_vector",
+        "uap_block_share",
+    }
     assert expected <= set(plots), plots
     assert set(audit["environment"]) == {"sbaudit", "torch", "python", "device"}, audit["environment"]
     for artifact in plots.values():

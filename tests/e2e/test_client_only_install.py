@@ -59,7 +59,11 @@ def test_the_client_lists_audits_of_a_running_server(client_venv, embedded):
     assert listed.returncode == 0, listed.stderr
     assert isinstance(json.loads(listed.stdout), list)
     shown = subprocess.run(
-        [str(client_venv / "bin" / "sbaudit"), "audits", "list"], capture_output=True, text=True, env=env, timeout=60
+        [str(client_venv / "bin" / "sbaudit"), "audits", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert shown.returncode == 0, shown.stderr
 

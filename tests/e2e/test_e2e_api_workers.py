@@ -43,8 +43,9 @@ def test_two_api_processes_serve_one_deployment(tmp_path, redis_url):
 
 
 def _serve_with_two_processes(tmp_path, database_url: str, redis_url: str) -> None:
-    server = start_server(tmp_path, SBAUDIT_DATABASE_URL=database_url, SBAUDIT_BROKER_URL=redis_url,
-                          SBAUDIT_API_WORKERS="2")
+    server = start_server(
+        tmp_path, SBAUDIT_DATABASE_URL=database_url, SBAUDIT_BROKER_URL=redis_url, SBAUDIT_API_WORKERS="2"
+    )
     try:
         assert "2 API processes" in server.proc.output()
         server.start_worker(tmp_path)

@@ -50,7 +50,9 @@ def test_a_worker_killed_mid_training_is_replaced_and_nothing_is_lost(scaled, tm
         history = json.loads(
             client.get(next(a["url"] for a in final["artifacts"] if a["kind"] == "history")).content
         )
-        assert [row["step"] for row in history] == list(range(0, INTERRUPTIBLE_UPDATES + 1, 100)), "history kept across the crash"
+        assert [row["step"] for row in history] == list(range(0, INTERRUPTIBLE_UPDATES + 1, 100)), (
+            "history kept across the crash"
+        )
         assert not checkpoint.exists()
 
 

@@ -32,7 +32,12 @@ WORKFLOW = REPO / "docs" / "ci" / "github-actions-audit.yml"
 SIZES = {"n_train": 1000, "n_val": 200, "n_test": 500, "seed": 0}
 S_RANDOMIZED = {"blocks": [{"type": "noise"}, {"type": "slab", "k": 3, "count": 49}], "simple_blocks": [0]}
 FCN = {"name": "fcn", "width": 100, "depth": 2}
-TRAINING = {"lr": 0.1, "batch_size": 100, "eval_every": 100, "stop": {"train_accuracy": 0.999, "max_updates": 2000}}
+TRAINING = {
+    "lr": 0.1,
+    "batch_size": 100,
+    "eval_every": 100,
+    "stop": {"train_accuracy": 0.999, "max_updates": 2000},
+}
 GATES = ("--fail-on", "exclusively_s,mostly_s", "--fail-if", "s_randomized_auc < 0.6")
 
 
@@ -50,7 +55,9 @@ def models(embedded) -> dict[str, str]:
         for name, dataset_body in (("biased", {"preset": "LMS-5"}), ("s_randomized", S_RANDOMIZED)):
             dataset = client.create_dataset({**dataset_body, **SIZES})
             assert client.wait(dataset["job_id"])["state"] == "succeeded"
-            model = client.train_model({"dataset_id": dataset["id"], "architecture": FCN, "training": TRAINING})
+            model = client.train_model(
+                {"dataset_id": dataset["id"], "architecture": FCN, "training": TRAINING}
+            )
             assert client.wait(model["job_id"])["state"] == "succeeded"
             ids[name] = model["id"]
     return ids
@@ -168,7 +175,8 @@ def test_the_ci_example_runs_as_written(embedded, tmp_path):
     assert ids["DATASET_ID"].startswith("ds_") and ids["MODEL_ID"].startswith("mdl_")
     audit: dict[str, Any] = json.loads((tmp_path / "audit.json").read_text())
     assert audit["model_id"] == ids["MODEL_ID"] and audit["verdict_code"] == "exclusively_s"
-    assert "gate tripped: --fail-on exclusively_s,mostly_s" in outcomes[
-        "Audit for simplicity bias (exit status 3 when a gate trips)"
-    ].stderr
+    assert (
+        "gate tripped: --fail-on exclusively_s,mostly_s"
+        in outcomes["Audit for simplicity bias (exit status 3 when a gate trips)"].stderr
+    )
     assert audit["id"] in (tmp_path / "report.html").read_text()

@@ -100,7 +100,9 @@ def test_concurrent_writes_share_a_transaction_and_fail_alone(db: Database):
         return name
 
     async def main():
-        shared = await asyncio.gather(*(db.run_write(lambda s, n=n: write(s, f"group-{n}")) for n in range(8)))
+        shared = await asyncio.gather(
+            *(db.run_write(lambda s, n=n: write(s, f"group-{n}")) for n in range(8))
+        )
         clash = await asyncio.gather(
             db.run_write(lambda s: write(s, "clash-a", key_hash="clash")),
             db.run_write(lambda s: write(s, "clash-b", key_hash="clash")),

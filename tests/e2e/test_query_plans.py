@@ -27,15 +27,42 @@ def _fill(engine) -> None:
         for i in range(BUSY_ROWS if o == BUSY_OWNER else ROWS_PER_OWNER):
             at = (T0 + timedelta(seconds=o * BUSY_ROWS + i)).replace(tzinfo=None)
             common = {"owner": f"owner{o}", "created_at": at, "updated_at": at}
-            jobs.append({**common, "id": f"job_{o}_{i}", "kind": "generate_dataset", "resource_type": "dataset",
-                         "resource_id": f"ds_{o}_{i}", "state": ("queued", "running", "succeeded")[i % 3],
-                         "params": {}, "progress": 0.0, "attempt": 1, "max_attempts": 3})
+            jobs.append(
+                {
+                    **common,
+                    "id": f"job_{o}_{i}",
+                    "kind": "generate_dataset",
+                    "resource_type": "dataset",
+                    "resource_id": f"ds_{o}_{i}",
+                    "state": ("queued", "running", "succeeded")[i % 3],
+                    "params": {},
+                    "progress": 0.0,
+                    "attempt": 1,
+                    "max_attempts": 3,
+                }
+            )
             resource = {**common, "status": "ready", "job_id": f"job_{o}_{i}"}
             datasets.append({**resource, "id": f"ds_{o}_{i}", "spec": {}})
-            models.append({**resource, "id": f"mdl_{o}_{i}", "dataset_id": f"ds_{o}_{i}", "architecture": {},
-                           "training": {}, "seed": 0, "source": "train"})
-            audits.append({**resource, "id": f"aud_{o}_{i}", "model_id": f"mdl_{o}_{i}",
-                           "dataset_id": f"ds_{o}_{i}", "params": {}})
+            models.append(
+                {
+                    **resource,
+                    "id": f"mdl_{o}_{i}",
+                    "dataset_id": f"ds_{o}_{i}",
+                    "architecture": {},
+                    "training": {},
+                    "seed": 0,
+                    "source": "train",
+                }
+            )
+            audits.append(
+                {
+                    **resource,
+                    "id": f"aud_{o}_{i}",
+                    "model_id": f"mdl_{o}_{i}",
+                    "dataset_id": f"ds_{o}_{i}",
+                    "params": {},
+                }
+            )
     with engine.begin() as conn:
         for table, rows in ((Job, jobs), (Dataset, datasets), (Model, models), (Audit, audits)):
             conn.execute(insert(table), rows)
@@ -44,22 +71,43 @@ def _fill(engine) -> None:
 
 def _queries():
     cursor = encode_cursor(T0 + timedelta(seconds=BUSY_OWNER * BUSY_ROWS + 2500), "job_7_2500")
-    yield "jobs", "ix_jobs_owner_created", page_query(select(Job).where(Job.owner == "owner7"), Job, limit=20,
-                                                      cursor=None)
-    yield "jobs+cursor", "ix_jobs_owner_created", page_query(select(Job).where(Job.owner == "owner7"), Job,
-                                                             limit=20, cursor=cursor)
-    yield "jobs?state", "ix_jobs_owner_state_created", page_query(
-        select(Job).where(Job.owner == "owner7", Job.state == "queued"), Job, limit=20, cursor=None)
-    for table, index in ((Dataset, "ix_datasets_owner_created"), (Model, "ix_models_owner_created"),
-                         (Audit, "ix_audits_owner_created")):
-        yield table.__tablename__, index, page_query(select(table).where(table.owner == "owner7"), table, limit=20,
-                                                     cursor=None)
+    yield (
+        "jobs",
+        "ix_jobs_owner_created",
+        page_query(select(Job).where(Job.owner == "owner7"), Job, limit=20, cursor=None),
+    )
+    yield (
+        "jobs+cursor",
+        "ix_jobs_owner_created",
+        page_query(select(Job).where(Job.owner == "owner7"), Job, limit=20, cursor=cursor),
+    )
+    yield (
+        "jobs?state",
+        "ix_jobs_owner_state_created",
+        page_query(
+            select(Job).where(Job.owner == "owner7", Job.state == "queued"), Job, limit=20, cursor=None
+        ),
+    )
+    for table, index in (
+        (Dataset, "ix_datasets_owner_created"),
+        (Model, "ix_models_owner_created"),
+        (Audit, "ix_audits_owner_created"),
+    ):
+        yield (
+            table.__tablename__,
+            index,
+            page_query(select(table).where(table.owner == "owner7"), table, limit=20, cursor=None),
+        )
 
 
 def _plan(engine, query) -> str:
     compiled = query.compile(dialect=engine.dialect)
     prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
-    params = compiled.params if engine.dialect.name != "sqlite" else tuple(compiled.params[k] for k in compiled.positiontup)
+    params = (
+        compiled.params
+        if engine.dialect.name != "sqlite"
+        else tuple(compiled.params[k] for k in compiled.positiontup)
+    )
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(prefix + str(compiled), params).all()
     return "\n".join(str(r[-1]) for r in rows)
@@ -72,7 +120,8 @@ def _check(engine) -> None:
         plan = _plan(engine, query)
         assert index in plan, f"{name}: not served by {index}:\n{plan}"
         assert "TEMP B-TREE" not in plan and "Sort" not in plan.split("->")[0] and " Sort " not in plan, (
-            f"{name}: sorts instead of reading the index in order:\n{plan}")
+            f"{name}: sorts instead of reading the index in order:\n{plan}"
+        )
 
 
 def test_list_queries_use_their_index_on_sqlite(tmp_path):

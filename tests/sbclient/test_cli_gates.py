@@ -39,7 +39,12 @@ AUDIT = {"id": "aud_1", "name": None, "status": "ready", "job_id": "job_1", "err
         ("auc>=0.9", ("randomization", "auc"), ">=", 0.9),
         ("  sc_randomized_logit_shift != 1e-3 ", ("randomization", "sc_randomized_logit_shift"), "!=", 0.001),
         ("pgd.simple_share > .5", ("pgd", "simple_share"), ">", 0.5),
-        ("randomization.s_randomized_auc.mean <= 0.55", ("randomization", "s_randomized_auc", "mean"), "<=", 0.55),
+        (
+            "randomization.s_randomized_auc.mean <= 0.55",
+            ("randomization", "s_randomized_auc", "mean"),
+            "<=",
+            0.55,
+        ),
         ("feature_dependence.random.0.auc == -1", ("feature_dependence", "random", "0", "auc"), "==", -1.0),
     ],
 )
@@ -74,7 +79,9 @@ def test_bad_conditions_are_one_line_errors(text, message):
 def test_fail_on_takes_codes_comma_separated_and_repeated():
     assert parse_fail_on(["exclusively_s,mostly_s", " both "]) == {"exclusively_s", "mostly_s", "both"}
     assert parse_fail_on([]) == frozenset()
-    with pytest.raises(CliError, match="unknown verdict code 'simplicity_biased' \\(choose from: exclusively_s"):
+    with pytest.raises(
+        CliError, match="unknown verdict code 'simplicity_biased' \\(choose from: exclusively_s"
+    ):
         parse_fail_on(["exclusively_s,simplicity_biased"])
     with pytest.raises(CliError, match="--fail-on: name at least one verdict code"):
         parse_fail_on([" , "])
@@ -95,7 +102,10 @@ def test_a_tripped_gate_says_which_and_the_value(capsys):
         "gate passed: --fail-if 'auc < 0.9' (auc = 1)",
     ]
     assert gates(fail_on=("exclusively_s", "mostly_s")).judge(AUDIT) == GATE_TRIPPED
-    assert "gate tripped: --fail-on exclusively_s,mostly_s (verdict_code exclusively_s)" in capsys.readouterr().err
+    assert (
+        "gate tripped: --fail-on exclusively_s,mostly_s (verdict_code exclusively_s)"
+        in capsys.readouterr().err
+    )
 
 
 def test_gates_that_hold_pass():
@@ -198,11 +208,16 @@ def test_a_failed_job_exits_1_without_judging(server, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--wait", "--fail-if", "auc << 0.6"], "sbaudit: error: --fail-if 'auc << 0.6': expected FIELD OP NUMBER"),
+        (
+            ["--wait", "--fail-if", "auc << 0.6"],
+            "sbaudit: error: --fail-if 'auc << 0.6': expected FIELD OP NUMBER",
+        ),
         (["--wait", "--fail-on", "biased"], "sbaudit: error: --fail-on: unknown verdict code 'biased'"),
         (["--fail-on", "exclusively_s"], "sbaudit: error: --fail-on / --fail-if need --wait"),
-        (["--wait", "--checks", "randomization", "--fail-if", "pgd.simple_share > 0.5"],
-         "sbaudit: error: --fail-if 'pgd.simple_share > 0.5': reads the pgd check's results"),
+        (
+            ["--wait", "--checks", "randomization", "--fail-if", "pgd.simple_share > 0.5"],
+            "sbaudit: error: --fail-if 'pgd.simple_share > 0.5': reads the pgd check's results",
+        ),
     ],
 )
 def test_usage_errors_exit_2_before_any_request(server, capsys, argv, message):

@@ -14,9 +14,16 @@ def lms5():
 
 
 def adversarial_config(**overrides):
-    cfg = {"lr": 0.1, "eval_every": 40, "select": "best_val", "stop": {"max_updates": 120},
-           "adversarial": {"attack": {"norm": "l2", "eps": 0.3, "step_size": 0.1, "steps": 3},
-                           "eval_examples": 200}}
+    cfg = {
+        "lr": 0.1,
+        "eval_every": 40,
+        "select": "best_val",
+        "stop": {"max_updates": 120},
+        "adversarial": {
+            "attack": {"norm": "l2", "eps": 0.3, "step_size": 0.1, "steps": 3},
+            "eval_examples": 200,
+        },
+    }
     cfg.update(overrides)
     return TrainConfig.from_dict(cfg)
 
@@ -48,7 +55,9 @@ def test_adversarial_training_is_deterministic(lms5):
 
 def test_attack_does_not_move_batchnorm_running_statistics():
     seed_everything(0)
-    model = build_model({"name": "fcn", "width": 8, "depth": 1, "batch_norm": True}, input_shape=(5,), num_classes=2)
+    model = build_model(
+        {"name": "fcn", "width": 8, "depth": 1, "batch_norm": True}, input_shape=(5,), num_classes=2
+    )
     model.train()
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
     before = bn.running_mean.clone(), bn.num_batches_tracked.clone()

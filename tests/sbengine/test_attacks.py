@@ -42,8 +42,12 @@ def small_lms5() -> Dataset:
 def trained_fcn(dataset: Dataset) -> torch.nn.Module:
     """A (50,1)-FCN: 400 SGD updates at lr 0.1 reach 100% test accuracy on the small LMS-5."""
     torch.manual_seed(0)
-    model = build_model({"name": "fcn", "width": 50, "depth": 1}, input_shape=dataset.input_shape, num_classes=2)
-    result = train(model, dataset, TrainConfig(lr=0.1, eval_every=400, stop=StopRule(max_updates=400)), seed=0)
+    model = build_model(
+        {"name": "fcn", "width": 50, "depth": 1}, input_shape=dataset.input_shape, num_classes=2
+    )
+    result = train(
+        model, dataset, TrainConfig(lr=0.1, eval_every=400, stop=StopRule(max_updates=400)), seed=0
+    )
     assert result.metrics["test_accuracy"] == 1.0
     return model.eval()
 
@@ -86,10 +90,20 @@ def tiny_images(n: int = 64, seed: int = 0) -> Dataset:
         x = rng.uniform(0.0, 1.0, size=(n, int(np.prod(IMAGE_SHAPE)))).astype(np.float32)
         x[:, top] = (x[:, top] + np.where(y == 1, 0.1, -0.1)[:, None]).clip(0, 1)
         splits[name] = (x.reshape(n, *IMAGE_SHAPE), y)
-    blocks = [FeatureBlock("mnist", "image", tuple(int(i) for i in top)),
-              FeatureBlock("cifar", "image", tuple(int(i) for i in bottom))]
-    return Dataset(name="tiny-images", splits=splits, input_shape=IMAGE_SHAPE, num_classes=2, blocks=blocks,
-                   simple_blocks=[0], rotation=None, seed=seed)
+    blocks = [
+        FeatureBlock("mnist", "image", tuple(int(i) for i in top)),
+        FeatureBlock("cifar", "image", tuple(int(i) for i in bottom)),
+    ]
+    return Dataset(
+        name="tiny-images",
+        splits=splits,
+        input_shape=IMAGE_SHAPE,
+        num_classes=2,
+        blocks=blocks,
+        simple_blocks=[0],
+        rotation=None,
+        seed=seed,
+    )
 
 
 class TopHalfModel(torch.nn.Module):
@@ -147,21 +161,24 @@ def test_config_round_trips_and_is_json():
     assert PGDConfig.from_dict(d) == cfg
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"nrom": "l2"}, "'nrom'"),
-    ({"norm": "l3"}, "pgd.norm"),
-    ({"eps": -1.0}, "pgd.eps"),
-    ({"eps": float("nan")}, "pgd.eps"),
-    ({"step_size": 0}, "pgd.step_size"),
-    ({"steps": 2.5}, "pgd.steps"),
-    ({"steps": 0}, "pgd.steps"),
-    ({"loss": "targetted"}, "pgd.loss"),
-    ({"rand_eps": -0.1}, "pgd.rand_eps"),
-    ({"restarts": 0}, "pgd.restarts"),
-    ({"bounds": [1.0, 0.0]}, "pgd.bounds"),
-    ({"bounds": [0.0]}, "pgd.bounds"),
-    ({"minimal": 1}, "pgd.minimal"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"nrom": "l2"}, "'nrom'"),
+        ({"norm": "l3"}, "pgd.norm"),
+        ({"eps": -1.0}, "pgd.eps"),
+        ({"eps": float("nan")}, "pgd.eps"),
+        ({"step_size": 0}, "pgd.step_size"),
+        ({"steps": 2.5}, "pgd.steps"),
+        ({"steps": 0}, "pgd.steps"),
+        ({"loss": "targetted"}, "pgd.loss"),
+        ({"rand_eps": -0.1}, "pgd.rand_eps"),
+        ({"restarts": 0}, "pgd.restarts"),
+        ({"bounds": [1.0, 0.0]}, "pgd.bounds"),
+        ({"bounds": [0.0]}, "pgd.bounds"),
+        ({"minimal": 1}, "pgd.minimal"),
+    ],
+)
 def test_bad_config_raises_value_error_naming_the_field(change, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         PGDConfig.from_dict({"eps": 1.0, "step_size": 0.1, **change})
@@ -203,7 +220,9 @@ def test_l2_projection_and_box_bounds(lms5):
     delta = pgd(LinearModel(50, 2), x, y, cfg, seed=1)
     norms = delta.norm(dim=1)
     assert norms.max() <= 0.7 * (1 + 1e-5)
-    assert norms.min() > 0.6  # the step budget (2.0) exceeds ε: every example reaches the sphere, bar clipping
+    assert (
+        norms.min() > 0.6
+    )  # the step budget (2.0) exceeds ε: every example reaches the sphere, bar clipping
     lo, hi = data_bounds(lms5)
     assert (x + delta).min() >= lo - 1e-6 and (x + delta).max() <= hi + 1e-6
 
@@ -229,7 +248,9 @@ def test_restarts_keep_each_examples_worst_and_ties_go_to_the_later(lms5):
     # steps of 1e-7 leave each restart at its random start; a large start makes the restarts differ a lot
     cfg = PGDConfig(norm="l2", eps=5.0, step_size=1e-7, steps=1, rand_eps=2.0, restarts=4)
     delta = pgd(model, x, y, cfg, seed=5)
-    starts = torch.stack([_box(_random_start(x, cfg, generator(5, _STREAM_START, 0, r)), x, None) for r in range(4)])
+    starts = torch.stack(
+        [_box(_random_start(x, cfg, generator(5, _STREAM_START, 0, r)), x, None) for r in range(4)]
+    )
     with torch.no_grad():
         ce = torch.stack([F.cross_entropy(model(x + s), y, reduction="none") for s in starts])
     chosen = 3 - ce.flip(0).argmax(0)  # the last maximum: ties go to the later restart
@@ -241,8 +262,10 @@ def test_restarts_keep_each_examples_worst_and_ties_go_to_the_later(lms5):
     # more restarts never give a weaker attack than the first alone (restart 0 is shared)
     single = pgd(model, x, y, PGDConfig(**{**cfg.to_dict(), "restarts": 1}), seed=5)
     with torch.no_grad():
-        assert (F.cross_entropy(model(x + delta), y, reduction="none")
-                >= F.cross_entropy(model(x + single), y, reduction="none") - 1e-5).all()
+        assert (
+            F.cross_entropy(model(x + delta), y, reduction="none")
+            >= F.cross_entropy(model(x + single), y, reduction="none") - 1e-5
+        ).all()
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -369,8 +392,13 @@ def test_block_shares_squares_sum_to_one_per_example(lms5):
 
 
 def test_pgd_audit_on_trained_lms5_fcn_puts_its_mass_on_s(lms5, fcn):
-    cfg = PGDConfig(norm="l2", eps=relative_to_range(lms5, 0.5), step_size=relative_to_range(lms5, 0.05),
-                    steps=20, bounds=data_bounds(lms5))
+    cfg = PGDConfig(
+        norm="l2",
+        eps=relative_to_range(lms5, 0.5),
+        step_size=relative_to_range(lms5, 0.05),
+        steps=20,
+        bounds=data_bounds(lms5),
+    )
     r = pgd_audit(fcn, lms5, cfg, seed=0)
     assert json.loads(json.dumps(r)) == r
     assert r["clean_accuracy"] == 1.0 and r["accuracy"] <= 0.01

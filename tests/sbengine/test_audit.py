@@ -7,7 +7,9 @@ from sbengine.data import build_dataset
 from sbengine.ensemble import Ensemble, train_ensemble
 from sbengine.train import TrainConfig
 
-CONFIG = TrainConfig.from_dict({"lr": 0.1, "eval_every": 200, "stop": {"train_accuracy": 1.0, "max_updates": 2000}})
+CONFIG = TrainConfig.from_dict(
+    {"lr": 0.1, "eval_every": 200, "stop": {"train_accuracy": 1.0, "max_updates": 2000}}
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +21,13 @@ def setup():
 
 def test_all_checks_on_a_single_model(setup):
     ds, members = setup
-    out = run_audit(members[0], ds, checks=["randomization", "feature_dependence", "generalization", "pgd", "uap"],
-                    repeats=2, options={"uap": {"steps": 10, "epochs": 1}, "pgd": {"steps": 10}})
+    out = run_audit(
+        members[0],
+        ds,
+        checks=["randomization", "feature_dependence", "generalization", "pgd", "uap"],
+        repeats=2,
+        options={"uap": {"steps": 10, "epochs": 1}, "pgd": {"steps": 10}},
+    )
     r = out["results"]
     assert out["verdict_code"] == "exclusively_s"
     assert r["generalization"]["bayes_accuracy_s"] == pytest.approx(0.95)
@@ -30,8 +37,14 @@ def test_all_checks_on_a_single_model(setup):
     assert r["uap"]["fit_split"] == "val" and r["uap"]["eval_split"] == "test"
     assert r["uap"]["uap_norm"]["l2"] == pytest.approx(1.0, abs=1e-4)
     figures = audit_figures(out, ds)
-    assert {"logit_histograms", "decision_boundary", "dependence_random", "pgd_heatmap", "pgd_block_share",
-            "uap_block_share"} <= set(figures)
+    assert {
+        "logit_histograms",
+        "decision_boundary",
+        "dependence_random",
+        "pgd_heatmap",
+        "pgd_block_share",
+        "uap_block_share",
+    } <= set(figures)
     assert all(png.startswith(b"\x89PNG") for png in figures.values())
 
 

@@ -8,7 +8,9 @@ from sbclient.cli.entry import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sbclient.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sbclient.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_help_lists_reproduce():
@@ -18,11 +20,23 @@ def test_help_lists_reproduce():
 
 
 def test_small_reproduce_lms5_json():
-    out = run_cli("reproduce", "lms5", "--json", "--n-train", "6000", "--eval-every", "500", "--device", "cpu")
+    out = run_cli(
+        "reproduce", "lms5", "--json", "--n-train", "6000", "--eval-every", "500", "--device", "cpu"
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    for key in ("name", "seed", "updates", "train_seconds", "test_accuracy", "auc", "s_randomized_auc",
-                "sc_randomized_auc", "s_randomized_accuracy", "sc_randomized_accuracy"):
+    for key in (
+        "name",
+        "seed",
+        "updates",
+        "train_seconds",
+        "test_accuracy",
+        "auc",
+        "s_randomized_auc",
+        "sc_randomized_auc",
+        "s_randomized_accuracy",
+        "sc_randomized_accuracy",
+    ):
         assert key in result
     assert result["name"] == "lms5" and result["seed"] == 0 and result["n_train"] == 6000
     assert result["test_accuracy"] >= 0.99
@@ -45,8 +59,14 @@ def test_table_output_for_other_experiment_kinds(capsys, name):
     assert "paper" in text and "Verdict: relies exclusively on S" in text
 
 
-@pytest.mark.parametrize("args", [["reproduce", "lms9"], ["reproduce", "lms5", "--n-train", "-5"],
-                                  ["reproduce", "lms5", "--device", "tpu"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["reproduce", "lms9"],
+        ["reproduce", "lms5", "--n-train", "-5"],
+        ["reproduce", "lms5", "--device", "tpu"],
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(args):
     out = run_cli(*args)
     assert out.returncode == 2

@@ -60,7 +60,11 @@ def assert_same_members(reference, models, results, *, exact=False):
             else:
                 torch.testing.assert_close(model.state_dict()[key], value, rtol=1e-5, atol=1e-5)
         assert (result.updates, result.epochs, result.stopped_because, result.selected_step) == (
-            ref.updates, ref.epochs, ref.stopped_because, ref.selected_step)
+            ref.updates,
+            ref.epochs,
+            ref.stopped_because,
+            ref.selected_step,
+        )
         assert [h["step"] for h in result.history] == [h["step"] for h in ref.history]
         for key, value in ref.metrics.items():
             assert result.metrics[key] == pytest.approx(value, abs=1e-5), key
@@ -78,23 +82,62 @@ def test_member_seeds_are_deterministic_distinct_and_start_at_seed():
 EQUIVALENCE_CASES = {
     # members converge (train loss) at different evaluations, then run 3 patience updates each; the lr
     # drops 10% every epoch (12 batches): members leaving the stack must not disturb the others' lr or momentum
-    "sgd-momentum-wd-loss-stop": (FCN, TrainConfig(lr=0.02, momentum=0.9, weight_decay=5e-4, eval_every=5,
-                                                   schedule=StepSchedule(step_epochs=1, gamma=0.9),
-                                                   stop=StopRule(train_loss=0.25, max_updates=300,
-                                                                 patience_updates=3))),
-    "max-updates-only": (FCN, TrainConfig(lr=0.1, weight_decay=5e-5, batch_size=128, eval_every=17,
-                                          stop=StopRule(max_updates=60))),
-    "adam-loss-stop": (FCN, TrainConfig(optimizer="adam", lr=0.01, weight_decay=1e-4, eval_every=3,
-                                        stop=StopRule(train_loss=0.1, max_updates=200, patience_updates=2))),
+    "sgd-momentum-wd-loss-stop": (
+        FCN,
+        TrainConfig(
+            lr=0.02,
+            momentum=0.9,
+            weight_decay=5e-4,
+            eval_every=5,
+            schedule=StepSchedule(step_epochs=1, gamma=0.9),
+            stop=StopRule(train_loss=0.25, max_updates=300, patience_updates=3),
+        ),
+    ),
+    "max-updates-only": (
+        FCN,
+        TrainConfig(lr=0.1, weight_decay=5e-5, batch_size=128, eval_every=17, stop=StopRule(max_updates=60)),
+    ),
+    "adam-loss-stop": (
+        FCN,
+        TrainConfig(
+            optimizer="adam",
+            lr=0.01,
+            weight_decay=1e-4,
+            eval_every=3,
+            stop=StopRule(train_loss=0.1, max_updates=200, patience_updates=2),
+        ),
+    ),
     # a large Adam step makes validation accuracy wobble, so the best-on-val snapshot is an earlier one
-    "adam-best-val": (FCN, TrainConfig(optimizer="adam", lr=0.05, weight_decay=1e-4, eval_every=4,
-                                       select="best_val", stop=StopRule(max_updates=60))),
-    "rmsprop-max-epochs": (FCN, TrainConfig(optimizer="rmsprop", lr=0.003, momentum=0.5, batch_size=1000,
-                                            eval_every=1, stop=StopRule(max_updates=100, max_epochs=2))),
-    "diverging": ({"name": "fcn", "width": 64, "depth": 1},
-                  TrainConfig(lr=100.0, eval_every=5, stop=StopRule(max_updates=300))),
-    "cnn1d-sgd": (CNN, TrainConfig(lr=0.05, momentum=0.9, eval_every=10,
-                                   stop=StopRule(train_accuracy=0.95, max_updates=60))),
+    "adam-best-val": (
+        FCN,
+        TrainConfig(
+            optimizer="adam",
+            lr=0.05,
+            weight_decay=1e-4,
+            eval_every=4,
+            select="best_val",
+            stop=StopRule(max_updates=60),
+        ),
+    ),
+    "rmsprop-max-epochs": (
+        FCN,
+        TrainConfig(
+            optimizer="rmsprop",
+            lr=0.003,
+            momentum=0.5,
+            batch_size=1000,
+            eval_every=1,
+            stop=StopRule(max_updates=100, max_epochs=2),
+        ),
+    ),
+    "diverging": (
+        {"name": "fcn", "width": 64, "depth": 1},
+        TrainConfig(lr=100.0, eval_every=5, stop=StopRule(max_updates=300)),
+    ),
+    "cnn1d-sgd": (
+        CNN,
+        TrainConfig(lr=0.05, momentum=0.9, eval_every=10, stop=StopRule(train_accuracy=0.95, max_updates=60)),
+    ),
 }
 
 
@@ -125,8 +168,13 @@ def test_auto_vectorizes_small_same_architecture_members_only(lms5, monkeypatch)
     train_ensemble(FCN, lms5, cfg, size=2, seed=0, vectorize="never")
     assert len(calls) == 2
     assert can_vectorize(FCN) and can_vectorize(CNN) and can_vectorize({"name": "fcn", "activation": "prelu"})
-    for arch in [{"name": "resnet18"}, {"name": "gru", "hidden": 8}, {"name": "fcn", "dropout": 0.1},
-                 {"name": "fcn", "input_dropout": 0.1}, {"name": "fcn", "batch_norm": True}]:
+    for arch in [
+        {"name": "resnet18"},
+        {"name": "gru", "hidden": 8},
+        {"name": "fcn", "dropout": 0.1},
+        {"name": "fcn", "input_dropout": 0.1},
+        {"name": "fcn", "batch_norm": True},
+    ]:
         assert not can_vectorize(arch)
         with pytest.raises(ValueError, match="cannot be trained vectorized"):
             train_ensemble(arch, lms5, cfg, size=2, seed=0, vectorize="always")
@@ -134,7 +182,9 @@ def test_auto_vectorizes_small_same_architecture_members_only(lms5, monkeypatch)
         train_ensemble(FCN, lms5, cfg, size=2, seed=0, vectorize="sometimes")
 
 
-@pytest.mark.parametrize("architecture", [{"name": "gru", "hidden": 8}, {"name": "fcn", "width": 16, "dropout": 0.2}])
+@pytest.mark.parametrize(
+    "architecture", [{"name": "gru", "hidden": 8}, {"name": "fcn", "width": 16, "dropout": 0.2}]
+)
 def test_auto_falls_back_to_one_by_one_with_identical_results(lms5, architecture):
     cfg = TrainConfig(lr=0.05, eval_every=4, stop=StopRule(max_updates=10))
     models, results = train_ensemble(architecture, lms5, cfg, size=2, seed=3)
@@ -143,10 +193,20 @@ def test_auto_falls_back_to_one_by_one_with_identical_results(lms5, architecture
 
 def test_auto_trains_resnet_members_one_by_one_from_their_own_seeds(monkeypatch):
     """Training a ResNet here would take minutes; check the fallback's calls instead (same code as gru)."""
-    ds = Dataset(name="tiny", splits={}, input_shape=(3, 32, 32), num_classes=2,
-                 blocks=[FeatureBlock("all", "image", tuple(range(3072)))], simple_blocks=[0], rotation=None, seed=0)
+    ds = Dataset(
+        name="tiny",
+        splits={},
+        input_shape=(3, 32, 32),
+        num_classes=2,
+        blocks=[FeatureBlock("all", "image", tuple(range(3072)))],
+        simple_blocks=[0],
+        rotation=None,
+        seed=0,
+    )
     calls = []
-    monkeypatch.setattr(ensemble_module, "train", lambda model, dataset, cfg, *, seed, **_: calls.append((model, seed)))
+    monkeypatch.setattr(
+        ensemble_module, "train", lambda model, dataset, cfg, *, seed, **_: calls.append((model, seed))
+    )
     models, _ = train_ensemble({"name": "resnet18"}, ds, TrainConfig(), size=2, seed=4)
     assert [s for _, s in calls] == member_seeds(4, 2) and [m for m, _ in calls] == models
     seed_everything(member_seeds(4, 2)[1])
@@ -189,7 +249,9 @@ def test_combine_modes_start_as_the_average(lms5, trained):
 
 @pytest.mark.parametrize("combine", ["linear", "mlp"])
 def test_fit_head_keeps_or_improves_val_accuracy_deterministically_without_test(lms5, weak, combine):
-    cfg = TrainConfig(lr=0.05, weight_decay=5e-5, eval_every=10, stop=StopRule(train_loss=0.01, max_updates=120))
+    cfg = TrainConfig(
+        lr=0.05, weight_decay=5e-5, eval_every=10, stop=StopRule(train_loss=0.01, max_updates=120)
+    )
     before = Ensemble(weak, combine)
     start = (before(torch.from_numpy(lms5.split("val")[0])).argmax(1).numpy() == lms5.split("val")[1]).mean()
     first = fit_head(before, lms5, cfg, seed=1)
@@ -215,7 +277,9 @@ def test_fit_head_keeps_the_average_when_training_only_hurts_validation(lms5, tr
     flipped = Dataset(**{**lms5.__dict__, "splits": {**lms5.splits, "train": (x_train, 1 - y_train)}})
     ensemble = Ensemble(trained[0], combine)
     start = {k: v.clone() for k, v in ensemble.head.state_dict().items()}
-    result = fit_head(ensemble, flipped, TrainConfig(lr=0.5, eval_every=5, stop=StopRule(max_updates=30)), seed=1)
+    result = fit_head(
+        ensemble, flipped, TrainConfig(lr=0.5, eval_every=5, stop=StopRule(max_updates=30)), seed=1
+    )
     assert max(h["val_accuracy"] for h in result.history[1:]) < 1.0  # every trained head is worse on val
     assert result.selected_step == 0 and result.metrics["val_accuracy"] == 1.0
     for key, value in start.items():

@@ -41,7 +41,9 @@ def test_roc_auc_matches_pairwise_definition_with_ties():
     scores = rng.integers(0, 5, 300).astype(float)
     labels = rng.integers(0, 2, 300)
     pos, neg = scores[labels == 1], scores[labels == 0]
-    expected = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (pos.size * neg.size)
+    expected = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (
+        pos.size * neg.size
+    )
     assert roc_auc(scores, labels) == pytest.approx(expected)
     assert roc_auc(np.array([0.1, 0.9]), np.array([0, 1])) == 1.0
     assert np.isnan(roc_auc(np.array([1.0, 2.0]), np.array([1, 1])))
@@ -120,8 +122,12 @@ def test_feature_dependence_per_block_and_coordinate(lms5):
     assert abs(rows["coordinate 0"]["accuracy"] - 0.5) < 0.05
     assert rows["coordinate 5"]["accuracy"] == 1.0
     assert rows["block 1: 49x 5-slab"]["accuracy"] == 1.0
-    swapped = {r["group"]: r for r in feature_dependence(model, lms5, method="swap", seed=0,
-                                                           groups={"S": [0], "Sc": list(range(1, 50))})}
+    swapped = {
+        r["group"]: r
+        for r in feature_dependence(
+            model, lms5, method="swap", seed=0, groups={"S": [0], "Sc": list(range(1, 50))}
+        )
+    }
     assert swapped["S"]["accuracy"] == 0.0 and swapped["Sc"]["accuracy"] == 1.0
     sample = feature_dependence(model, lms5, groups={"S": [0]}, sample_fraction=0.25)
     assert sample[0]["coordinates"] == 1

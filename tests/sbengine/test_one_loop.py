@@ -38,11 +38,16 @@ def evaluations(result):
 def assert_same_runs(singles, members):
     for single, member in zip(singles, members, strict=True):
         assert (member.updates, member.epochs, member.stopped_because, member.selected_step) == (
-            single.updates, single.epochs, single.stopped_because, single.selected_step)
+            single.updates,
+            single.epochs,
+            single.stopped_because,
+            single.selected_step,
+        )
         # the weights are bit for bit equal on CPU, so every evaluation is; only the batch losses, summed
         # from the vmap'ed loss values, may differ in their last bit
         assert [{k: v for k, v in row.items() if k != "batch_loss"} for row in evaluations(member)] == [
-            {k: v for k, v in row.items() if k != "batch_loss"} for row in evaluations(single)]
+            {k: v for k, v in row.items() if k != "batch_loss"} for row in evaluations(single)
+        ]
         for m_row, s_row in zip(member.history, single.history, strict=True):
             assert m_row.get("batch_loss") == pytest.approx(s_row.get("batch_loss"), rel=1e-6)
         assert member.metrics == single.metrics
@@ -50,11 +55,18 @@ def assert_same_runs(singles, members):
 
 CASES = {
     # converges on train accuracy at an evaluation and stops right there (the two seeds at different steps)
-    "train-accuracy-stop": TrainConfig(lr=0.3, eval_every=10, stop=StopRule(train_accuracy=0.99, max_updates=400)),
+    "train-accuracy-stop": TrainConfig(
+        lr=0.3, eval_every=10, stop=StopRule(train_accuracy=0.99, max_updates=400)
+    ),
     # converges on train loss, then runs 5 more updates (a stop between evaluations, so a final evaluation);
     # Adam's large step makes validation accuracy wobble, so a best-on-validation step can be an earlier one
-    "patience-best-val": TrainConfig(optimizer="adam", lr=0.2, eval_every=3, select="best_val",
-                                     stop=StopRule(train_loss=0.02, max_updates=300, patience_updates=5)),
+    "patience-best-val": TrainConfig(
+        optimizer="adam",
+        lr=0.2,
+        eval_every=3,
+        select="best_val",
+        stop=StopRule(train_loss=0.02, max_updates=300, patience_updates=5),
+    ),
 }
 
 
@@ -74,10 +86,13 @@ def test_vectorized_members_stop_and_select_like_single_runs(lms5, case):
     assert_same_runs(singles, together)
 
 
-ADVERSARIAL = {"lr": 0.1, "eval_every": 5, "select": "best_val",
-               "stop": {"train_loss": 0.66, "max_updates": 60, "patience_updates": 2},
-               "adversarial": {"attack": {"norm": "l2", "eps": 0.3, "step_size": 0.1, "steps": 2},
-                               "eval_examples": 100}}
+ADVERSARIAL = {
+    "lr": 0.1,
+    "eval_every": 5,
+    "select": "best_val",
+    "stop": {"train_loss": 0.66, "max_updates": 60, "patience_updates": 2},
+    "adversarial": {"attack": {"norm": "l2", "eps": 0.3, "step_size": 0.1, "steps": 2}, "eval_examples": 100},
+}
 
 
 def test_adversarial_stop_uses_the_adversarial_batch_loss_and_ensembles_route_to_train(lms5):

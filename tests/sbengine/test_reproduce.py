@@ -12,8 +12,11 @@ def raw_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
     write_mnist(root, train=True, labels=labels_from_counts({0: 20, 1: 20, 4: 5}, seed=0))
     write_mnist(root, train=False, labels=labels_from_counts({0: 8, 1: 8}, seed=1))
-    write_cifar10(root, train_labels=labels_from_counts({1: 20, 9: 20, 3: 5}, seed=2),
-                  test_labels=labels_from_counts({1: 8, 9: 8}, seed=3))
+    write_cifar10(
+        root,
+        train_labels=labels_from_counts({1: 20, 9: 20, 3: 5}, seed=2),
+        test_labels=labels_from_counts({1: 8, 9: 8}, seed=3),
+    )
     return root
 
 
@@ -24,7 +27,9 @@ def test_every_experiment_has_a_paper_column():
 
 
 def test_mnist_cifar_runs_on_tiny_files_in_the_real_formats(raw_dir):
-    out = run_experiment("mnist-cifar", n_train=24, epochs=1, repeats=1, raw_data_dir=str(raw_dir), device="cpu")
+    out = run_experiment(
+        "mnist-cifar", n_train=24, epochs=1, repeats=1, raw_data_dir=str(raw_dir), device="cpu"
+    )
     assert out["n_train"] == 24 and out["epochs"] == 1
     assert out["config"]["dataset"]["preset"] == "MNIST-CIFAR"
     for key in ("test_accuracy", "auc", "s_randomized_auc", "sc_randomized_auc"):
@@ -43,8 +48,9 @@ def test_unknown_experiment():
 
 
 def test_mnist_cifar_adversarial_runs_on_tiny_files(raw_dir):
-    out = run_experiment("mnist-cifar-adversarial", n_train=24, epochs=1, repeats=1, raw_data_dir=str(raw_dir),
-                         device="cpu")
+    out = run_experiment(
+        "mnist-cifar-adversarial", n_train=24, epochs=1, repeats=1, raw_data_dir=str(raw_dir), device="cpu"
+    )
     assert 0.0 <= out["robust_test_accuracy"] <= 1.0
     assert "robust_accuracy" in out["history"][-1]
     assert out["config"]["training"]["adversarial"]["attack"]["eps"] == 0.3
@@ -67,8 +73,9 @@ def test_ensemble_lms5_small():
 
 
 def test_mnist_cifar_ensemble_runs_on_tiny_files(raw_dir):
-    out = run_experiment("mnist-cifar-ensemble", n_train=24, epochs=1, repeats=1, raw_data_dir=str(raw_dir),
-                         device="cpu")
+    out = run_experiment(
+        "mnist-cifar-ensemble", n_train=24, epochs=1, repeats=1, raw_data_dir=str(raw_dir), device="cpu"
+    )
     assert out["size"] == 3 and np.isfinite(out["s_randomized_auc"])
 
 

@@ -125,7 +125,10 @@ def test_bayes_accuracy_of_combinations():
     # three flip channels with p = 0.1: majority errs when >= 2 flip
     three = BlockSpec("noisy_linear", noise=0.1, noise_mode="flip", count=3)
     assert bayes_accuracy([three]) == pytest.approx(1 - (3 * 0.01 * 0.9 + 0.001))
-    mixed = [BlockSpec("noisy_linear", noise=0.1, noise_mode="flip"), BlockSpec("noisy_linear", noise=0.2, noise_mode="flip")]
+    mixed = [
+        BlockSpec("noisy_linear", noise=0.1, noise_mode="flip"),
+        BlockSpec("noisy_linear", noise=0.2, noise_mode="flip"),
+    ]
     assert bayes_accuracy(mixed) == pytest.approx(0.9)
 
 
@@ -166,7 +169,12 @@ def test_rotation_is_orthogonal_and_canonical_recovers_blocks():
 
 
 def test_presets_shapes_and_blocks():
-    for name, dims, n_blocks in (("LMS-5", 50, 2), ("MS-(5,7)", 50, 2), ("noisy-LMS-7", 50, 2), ("AdvMS-(5,7)", 20, 2)):
+    for name, dims, n_blocks in (
+        ("LMS-5", 50, 2),
+        ("MS-(5,7)", 50, 2),
+        ("noisy-LMS-7", 50, 2),
+        ("AdvMS-(5,7)", 20, 2),
+    ):
         ds = build_dataset({"preset": name, "n_train": 100, "n_val": 10, "n_test": 10})
         assert ds.input_shape == (dims,)
         assert len(ds.blocks) == n_blocks
@@ -177,11 +185,21 @@ def test_presets_shapes_and_blocks():
 
 
 def test_explicit_composition_in_any_order_and_count():
-    ds = build_dataset({
-        "blocks": [{"type": "slab", "k": 3, "count": 2}, {"type": "noise", "count": 5},
-                   {"type": "linear", "margin": 0.2}, {"type": "noisy_slab", "k": 7, "noise": 0.1, "count": 3}],
-        "n_train": 200, "n_test": 50, "n_val": 0, "rotate": False, "simple_blocks": [2],
-    })
+    ds = build_dataset(
+        {
+            "blocks": [
+                {"type": "slab", "k": 3, "count": 2},
+                {"type": "noise", "count": 5},
+                {"type": "linear", "margin": 0.2},
+                {"type": "noisy_slab", "k": 7, "noise": 0.1, "count": 3},
+            ],
+            "n_train": 200,
+            "n_test": 50,
+            "n_val": 0,
+            "rotate": False,
+            "simple_blocks": [2],
+        }
+    )
     assert ds.input_shape == (11,)
     assert [b.indices for b in ds.blocks] == [(0, 1), (2, 3, 4, 5, 6), (7,), (8, 9, 10)]
     x, y = ds.split("train")

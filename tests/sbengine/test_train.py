@@ -41,7 +41,10 @@ def test_same_seed_same_weights_different_seed_different(lms5):
     train(c, lms5, cfg, seed=2)
     for (ka, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), ka
-    assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
+    assert any(
+        not torch.equal(va, vc)
+        for va, vc in zip(a.state_dict().values(), c.state_dict().values(), strict=True)
+    )
 
 
 def test_loss_stop_rule_and_patience(lms5):
@@ -78,15 +81,24 @@ def test_best_on_validation_snapshot_is_restored(lms5):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
 def test_optimizers_learn(lms5, optimizer):
     lr = 0.1 if optimizer == "sgd" else 1e-3
-    cfg = TrainConfig(optimizer=optimizer, lr=lr, momentum=0.0, eval_every=100, stop=StopRule(max_updates=300))
+    cfg = TrainConfig(
+        optimizer=optimizer, lr=lr, momentum=0.0, eval_every=100, stop=StopRule(max_updates=300)
+    )
     result = train(fcn(lms5), lms5, cfg, seed=0)
     assert result.metrics["test_accuracy"] > 0.95
 
 
 def test_step_schedule_lowers_learning_rate(lms5):
     seen = []
-    cfg = TrainConfig.from_dict({"lr": 0.1, "batch_size": 1000, "eval_every": 100,
-                                 "schedule": {"step_epochs": 1, "gamma": 0.5}, "stop": {"max_updates": 7}})
+    cfg = TrainConfig.from_dict(
+        {
+            "lr": 0.1,
+            "batch_size": 1000,
+            "eval_every": 100,
+            "schedule": {"step_epochs": 1, "gamma": 0.5},
+            "stop": {"max_updates": 7},
+        }
+    )
     model = fcn(lms5)
     original_step = torch.optim.SGD.step
 

@@ -142,17 +142,20 @@ def test_uap_audit_is_deterministic_by_seed(lms5, fcn):
     assert uap_audit(fcn, lms5, seed=1, **kw)["uap"] != uap_audit(fcn, lms5, seed=2, **kw)["uap"]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"method": "deepfool"}, "method"),
-    ({"norm": "l1"}, "norm"),
-    ({"eps": 0}, "eps"),
-    ({"eps": float("inf")}, "eps"),
-    ({"fit_split": "holdout"}, "holdout"),
-    ({"steps": 0}, "steps"),
-    ({"epochs": 1.5}, "epochs"),
-    ({"step_size": -1}, "step_size"),
-    ({"pgd": {"eps": 1}, "method": "svd"}, "PGDConfig"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "deepfool"}, "method"),
+        ({"norm": "l1"}, "norm"),
+        ({"eps": 0}, "eps"),
+        ({"eps": float("inf")}, "eps"),
+        ({"fit_split": "holdout"}, "holdout"),
+        ({"steps": 0}, "steps"),
+        ({"epochs": 1.5}, "epochs"),
+        ({"step_size": -1}, "step_size"),
+        ({"pgd": {"eps": 1}, "method": "svd"}, "PGDConfig"),
+    ],
+)
 def test_bad_uap_arguments_raise_value_error_naming_them(lms5, kwargs, message):
     args = {"eps": 1.0, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -174,8 +177,14 @@ def test_uap_on_images_linf():
     assert r["accuracy"] == 0.0 and r["clean_accuracy"] == 1.0
     assert r["block_share"]["mnist"] == pytest.approx(1.0) and r["block_share"]["cifar"] == 0.0
     assert "uap" not in r  # 6,144 coordinates: too many to return
-    svd = uap_audit(TopHalfModel(), ds, method="svd", norm="linf", eps=0.2,
-                    pgd=PGDConfig(norm="l2", eps=2.0, step_size=0.5, steps=5, bounds=(0.0, 1.0), rand_eps=0.0))
+    svd = uap_audit(
+        TopHalfModel(),
+        ds,
+        method="svd",
+        norm="linf",
+        eps=0.2,
+        pgd=PGDConfig(norm="l2", eps=2.0, step_size=0.5, steps=5, bounds=(0.0, 1.0), rand_eps=0.0),
+    )
     assert svd["uap_norm"]["linf"] == pytest.approx(0.2) and svd["accuracy"] == 0.0
     # eps·sign(v₁) fills the ℓ∞ budget where v₁ is non-zero; with no random start that is the top half only
     assert svd["simple_share"] == pytest.approx(1.0)

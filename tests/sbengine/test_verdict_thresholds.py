@@ -78,7 +78,9 @@ def test_the_audit_uses_and_echoes_its_thresholds(lms5):
     assert default["verdict_code"] == "exclusively_s"
     assert default["verdict_thresholds"] == DEFAULT_THRESHOLDS.to_dict()
     # S-randomized AUC is near 0.5 but not exactly: with no margin around chance it is no longer "exclusively".
-    strict = run_audit(model, lms5, checks=["randomization"], repeats=2, verdict_thresholds={"chance_margin": 0})
+    strict = run_audit(
+        model, lms5, checks=["randomization"], repeats=2, verdict_thresholds={"chance_margin": 0}
+    )
     assert strict["results"] == default["results"]
     assert strict["verdict_code"] == "mostly_s"
     assert strict["verdict_thresholds"] == {**DEFAULT_THRESHOLDS.to_dict(), "chance_margin": 0.0}
@@ -92,5 +94,7 @@ def test_the_ensemble_checks_member_verdicts_use_the_audits_thresholds(lms5):
     kwargs = {"checks": ["ensemble"], "repeats": 2, "members": members}
     default = run_audit(ensemble, lms5, **kwargs)["results"]["ensemble"]
     assert default["member_verdicts"] == {"exclusively_s": 2}
-    strict = run_audit(ensemble, lms5, verdict_thresholds={"chance_margin": 0}, **kwargs)["results"]["ensemble"]
+    strict = run_audit(ensemble, lms5, verdict_thresholds={"chance_margin": 0}, **kwargs)["results"][
+        "ensemble"
+    ]
     assert strict["member_verdicts"] == {"mostly_s": 2} and strict["ensemble"]["verdict_code"] == "mostly_s"

@@ -25,7 +25,10 @@ def test_thresholds_are_filled_in_echoed_and_sent_to_the_job(client, auth, db, r
     assert response.status_code == 202, response.text
     expected = {**DEFAULTS, "chance_margin": 0.05, "mostly_ratio": 3.0}
     assert response.json()["verdict_thresholds"] == expected
-    assert client.get(f"/v1/audits/{response.json()['id']}", headers=auth).json()["verdict_thresholds"] == expected
+    assert (
+        client.get(f"/v1/audits/{response.json()['id']}", headers=auth).json()["verdict_thresholds"]
+        == expected
+    )
     with db.read_session() as session:
         job = session.scalar(select(Job).where(Job.id == response.json()["job_id"]))
         assert job.params["verdict_thresholds"] == expected
@@ -45,7 +48,9 @@ def test_bad_thresholds_are_422s_naming_the_threshold(client, auth, ready_model)
         response = client.post("/v1/audits", json={"model_id": model_id, "verdict_thresholds": thresholds},
                                headers=auth)  # fmt: skip
         assert field in fields(response), thresholds
-    problem(client.post("/v1/audits", json={"model_id": model_id, "verdict_thresholds": 0.1}, headers=auth), 422)
+    problem(
+        client.post("/v1/audits", json={"model_id": model_id, "verdict_thresholds": 0.1}, headers=auth), 422
+    )
 
 
 def test_an_audit_stored_before_thresholds_reads_null(client, auth, db, ready_model):
@@ -61,7 +66,9 @@ def test_the_reproduce_commands_carry_the_thresholds():
     from sbclient.cli.entry import build_parser
 
     thresholds = {**DEFAULTS, "chance_margin": 0.05}
-    audit = Audit(id="aud_t", name=None, params={"checks": ["randomization"], "verdict_thresholds": thresholds})
+    audit = Audit(
+        id="aud_t", name=None, params={"checks": ["randomization"], "verdict_thresholds": thresholds}
+    )
     out = commands(base_url="http://h:1", dataset=None, model=None, audit=audit)
     assert out["audit"]["verdict_thresholds"] == thresholds
     line = out["cli"][-1].replace("\\\n", " ").replace("$MODEL_ID", "mdl_x").replace("$DATASET_ID", "ds_x")

@@ -89,6 +89,10 @@ def test_every_non_python_file_of_the_packages_is_installed():
             if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
                 continue
             owner = ".".join(path.parent.relative_to(root).parts)
-            candidates = {pkg: globs for pkg, globs in patterns.items() if owner == pkg or owner.startswith(pkg + ".")}
+            candidates = {
+                pkg: globs for pkg, globs in patterns.items() if owner == pkg or owner.startswith(pkg + ".")
+            }
             relative = {pkg: path.relative_to(root / pkg.replace(".", "/")).as_posix() for pkg in candidates}
-            assert any(fnmatch.fnmatch(relative[pkg], g) for pkg, globs in candidates.items() for g in globs), path
+            assert any(
+                fnmatch.fnmatch(relative[pkg], g) for pkg, globs in candidates.items() for g in globs
+            ), path

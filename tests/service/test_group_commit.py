@@ -17,7 +17,9 @@ from service.models import ApiKey, Dataset
 
 
 def add_key(session, owner: str, key_hash: str | None = None) -> str:
-    session.add(ApiKey(id=f"key_{owner}", owner=owner, key_hash=key_hash or f"hash-{owner}", prefix="sbk_test"))
+    session.add(
+        ApiKey(id=f"key_{owner}", owner=owner, key_hash=key_hash or f"hash-{owner}", prefix="sbk_test")
+    )
     return owner
 
 
@@ -36,7 +38,9 @@ def test_concurrent_writes_share_one_transaction(db: Database):
     commits = count_commits(db)
 
     async def main():
-        return await asyncio.gather(*(db.run_write(lambda s, n=n: add_key(s, f"w{n:02d}")) for n in range(20)))
+        return await asyncio.gather(
+            *(db.run_write(lambda s, n=n: add_key(s, f"w{n:02d}")) for n in range(20))
+        )
 
     assert asyncio.run(main()) == [f"w{n:02d}" for n in range(20)]
     assert owners(db) == [f"w{n:02d}" for n in range(20)]
@@ -67,7 +71,9 @@ def test_a_write_that_raises_fails_alone_and_the_rest_run_again(db: Database):
 
     async def main():
         names = ["a", "b", "bad", "c"]
-        return await asyncio.gather(*(db.run_write(lambda s, o=o: write(s, o)) for o in names), return_exceptions=True)
+        return await asyncio.gather(
+            *(db.run_write(lambda s, o=o: write(s, o)) for o in names), return_exceptions=True
+        )
 
     a, b, bad, c = asyncio.run(main())
     assert (a, b, c) == ("a", "b", "c")
@@ -157,7 +163,10 @@ def test_concurrent_posts_with_one_idempotency_key_create_one_dataset(app, auth,
     first, second, *others = asyncio.run(main())
     assert [r.status_code for r in (first, second, *others)] == [202] * 4
     assert first.json() == second.json()
-    assert {first.headers.get("idempotent-replayed"), second.headers.get("idempotent-replayed")} == {None, "true"}
+    assert {first.headers.get("idempotent-replayed"), second.headers.get("idempotent-replayed")} == {
+        None,
+        "true",
+    }
     with db.read_session() as session:
         assert session.scalar(select(func.count()).select_from(Dataset)) == 3
     assert batch_sizes[0] == 4 and batch_sizes[1:] == [1, 1, 1, 1]

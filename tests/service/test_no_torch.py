@@ -54,4 +54,8 @@ def test_worker_parents_do_not_import_torch(tmp_path):
     assert out.returncode == 0, out.stderr
     # The CLI lists `reproduce` (sbengine/cli.py, torch only when it runs) and naming the upload validator
     # program imports its (empty) package; nothing else of the engine.
-    assert set(filter(None, out.stdout.strip().split(","))) <= {"sbengine", "sbengine.cli", "sbengine.uploads"}
+    assert set(filter(None, out.stdout.strip().split(","))) <= {
+        "sbengine",
+        "sbengine.cli",
+        "sbengine.uploads",
+    }

@@ -46,9 +46,13 @@ def job_count(db, owner: str) -> int:
 
 @pytest.fixture
 def quota_client(settings, db):
-    with TestClient(create_app(
-        settings.model_copy(update={"owner_quota_bytes": QUOTA}), db=db, upload_validator=upload_validator_program()
-    )) as client:
+    with TestClient(
+        create_app(
+            settings.model_copy(update={"owner_quota_bytes": QUOTA}),
+            db=db,
+            upload_validator=upload_validator_program(),
+        )
+    ) as client:
         yield client
 
 

@@ -105,7 +105,9 @@ def test_job_creating_posts_have_a_separate_budget(limited, db):
     auth = bearer(db, "alice")
     assert client.get("/v1/datasets", headers=auth).status_code == 200
     # Refused requests queue nothing, so they do not spend the job budget.
-    assert [client.post("/v1/datasets", json={"preset": "nope"}, headers=auth).status_code for _ in range(5)] == [422] * 5
+    assert [
+        client.post("/v1/datasets", json={"preset": "nope"}, headers=auth).status_code for _ in range(5)
+    ] == [422] * 5
     created = [client.post("/v1/datasets", json={**LMS5, "seed": i}, headers=auth) for i in range(2)]
     assert [r.status_code for r in created] == [202, 202]
     refused = client.post("/v1/datasets", json={**LMS5, "seed": 9}, headers=auth)

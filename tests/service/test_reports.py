@@ -330,7 +330,11 @@ def test_results_without_a_readable_section_are_shown_raw(client, auth, db, stor
     assert response.status_code == 200, response.text
     page = response.text
     # No section for future_check, an unreadable one for randomization: their raw results; pgd's is read.
-    assert "Future check" in page and "Randomization" in page and page.count("The raw results of this check") == 2
+    assert (
+        "Future check" in page
+        and "Randomization" in page
+        and page.count("The raw results of this check") == 2
+    )
     assert f"<h3>PGD {ESCAPED_EVIL}</h3>" in page and EVIL not in page
     assert client.get(f"/v1/audits/{ids['audit']}/report.json", headers=auth).json()["results"] == odd
 
@@ -358,10 +362,14 @@ def test_an_audit_stored_before_sections_reads_like_a_new_one(client, auth, stor
     pages = [client.get(f"/v1/audits/{ids['audit']}/report", headers=auth).text for ids in (new, old)]
     assert _checks_and_figures(pages[0]) == _checks_and_figures(pages[1])
     assert "<h3>Universal adversarial perturbation</h3>" in pages[0]
-    reports = [client.get(f"/v1/audits/{ids['audit']}/report.json", headers=auth).json() for ids in (new, old)]
+    reports = [
+        client.get(f"/v1/audits/{ids['audit']}/report.json", headers=auth).json() for ids in (new, old)
+    ]
     assert [f["title"] for f in reports[0]["figures"]] == [f["title"] for f in reports[1]["figures"]]
     assert [f["caption"] for f in reports[0]["figures"]] == [f["caption"] for f in reports[1]["figures"]]
-    assert reports[0]["audit"]["sections"] == engine_run["sections"] and reports[1]["audit"]["sections"] is None
+    assert (
+        reports[0]["audit"]["sections"] == engine_run["sections"] and reports[1]["audit"]["sections"] is None
+    )
 
 
 def test_legacy_tables_match_the_engine_sections_for_every_check(engine_run):
@@ -430,9 +438,20 @@ def test_the_reproduce_commands_are_ones_the_cli_accepts():
     from sbclient.cli.entry import build_parser
     from service.reports.reproduce import commands
 
-    ensemble = Audit(id="aud_e", name=None, params={"checks": ["randomization", "pgd"], "model_ids": ["mdl_1", "mdl_2"],
-                                                    "combine": "probs", "simple_blocks": [0], "split": "val",
-                                                    "options": {"pgd": {"eps": 0.5}}, "repeats": 2, "seed": 3})
+    ensemble = Audit(
+        id="aud_e",
+        name=None,
+        params={
+            "checks": ["randomization", "pgd"],
+            "model_ids": ["mdl_1", "mdl_2"],
+            "combine": "probs",
+            "simple_blocks": [0],
+            "split": "val",
+            "options": {"pgd": {"eps": 0.5}},
+            "repeats": 2,
+            "seed": 3,
+        },
+    )
     model = Model(id="mdl_a", source="train", architecture=ARCHITECTURE, training=TRAINING, seed=4, name=None)
     out = commands(base_url="http://h:1", dataset=Dataset(id="ds_a", spec=SPEC), model=model, audit=ensemble)
     parser = build_parser()

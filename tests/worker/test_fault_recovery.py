@@ -182,7 +182,9 @@ def test_the_api_sends_jobs_from_one_thread_and_survives_a_broker_outage(db, set
         jobstore.mark_dispatched(database, job_ids)
 
     monkeypatch.setattr(celery_app, "send", fake_send)
-    executor = celery_app.CeleryExecutor(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}), db)
+    executor = celery_app.CeleryExecutor(
+        settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}), db
+    )
     lost, *jobs = (queue_job(db) for _ in range(4))
     executor.start()
     executor.dispatch(lost)
