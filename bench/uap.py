@@ -13,7 +13,8 @@ One LMS-5 dataset and one (200,1)-FCN trained as nb06 cell 5; then, in one proce
   torchattacks clamps to [0, 1] and assumes 4-D inputs, so it attacks the same model behind an exact affine
   map from [0, 1] onto the data range, with ε and η rescaled; the two perturbations should then coincide.
 
-Prints one JSON line. Needs the bench baselines: ``make bench`` installs them (ART, and torchattacks with --no-deps).
+Prints one JSON line. Needs the bench baselines: ``make bench`` installs them (ART, and torchattacks with
+--no-deps).
 
     .venv/bin/python bench/uap.py [--n-train 100000] [--fit 1000] [--art-max-iter 1] [--seed 0]
 """
@@ -39,7 +40,8 @@ from sbengine.uap import apply_uap, sgd_uap, svd_uap
 
 
 class FromUnitBox(torch.nn.Module):
-    """``model(lo + (hi − lo)·u)`` for u in [0, 1]: lets a [0, 1]-only attack library work on any data range."""
+    """``model(lo + (hi − lo)·u)`` for u in [0, 1]: lets a [0, 1]-only attack library work on any
+    data range."""
 
     def __init__(self, model: torch.nn.Module, lo: float, hi: float):
         super().__init__()
@@ -61,7 +63,8 @@ def fooling_rate(
 
 
 def timed(fn, repeats: int = 3):
-    """Result and best wall time of ``repeats`` runs (the machine is shared: the minimum is the stable figure)."""
+    """Result and best wall time of ``repeats`` runs (the machine is shared: the minimum is the
+    stable figure)."""
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()

@@ -215,7 +215,8 @@ def _box(delta: torch.Tensor, x: torch.Tensor, bounds: tuple[float, float] | Non
 
 
 def _still_unflipped(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    """Examples a minimal attack keeps moving: untargeted ones still on ``y``, targeted ones not yet on target."""
+    """Examples a minimal attack keeps moving: untargeted ones still on ``y``, targeted ones not yet on
+    target."""
     pred = logits.argmax(1)
     return pred == y if target is None else pred != target
 

@@ -59,8 +59,9 @@ def run_audit(
     verdict_thresholds: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Run ``checks`` and return ``{"verdict", "verdict_code", "verdict_thresholds", "results": {check: ...}}``
-    (JSON-able). ``verdict_thresholds`` overrides some or all of VerdictThresholds' defaults."""
+    """Run ``checks`` and return
+    ``{"verdict", "verdict_code", "verdict_thresholds", "results": {check: ...}}`` (JSON-able).
+    ``verdict_thresholds`` overrides some or all of VerdictThresholds' defaults."""
     unknown = [c for c in checks if c not in CHECKS]
     if unknown or not checks:
         problem = f"unknown audit check {unknown[0]!r}" if unknown else "an audit needs at least one check"

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reproduce",
         help="rerun a paper experiment and compare with the paper",
         description="Generate the data, train the model and audit it exactly as the paper's notebook did "
-        "(with a validation split, seeds and repeated randomizations), then print our figures beside the paper's.",
+        "(with a validation split, seeds and repeated randomizations), then print our figures beside "
+        "the paper's.",
     )
     p.add_argument(
         "name", choices=EXPERIMENT_NAMES, metavar="NAME", help=f"one of: {', '.join(EXPERIMENT_NAMES)}"
@@ -161,7 +162,8 @@ def _print_table(result: dict[str, Any]) -> None:
     console.print(f"[bold]{result['title']}[/bold]")
     console.print(
         f"[dim]{result['source']} · seed {result['seed']} · {result['device']} · "
-        f"{result['updates']:,} updates in {result['train_seconds']:.1f} s ({result.get('stopped_because', '')}) · "
+        f"{result['updates']:,} updates in {result['train_seconds']:.1f} s "
+        f"({result.get('stopped_because', '')}) · "
         f"{result.get('repeats', 0)} randomization repeats[/dim]"
     )
     table = Table()

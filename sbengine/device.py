@@ -1,4 +1,5 @@
-"""Device choice at run time, and seeding: the engine is deterministic given a seed (docs/method.md §5, docs/architecture.md)."""
+"""Device choice at run time, and seeding: the engine is deterministic given a seed
+(docs/method.md §5, docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` picks CUDA when available. Asking for ``cuda`` without one is an error, not a silent CPU run."""
+    """``auto`` picks CUDA when available. Asking for ``cuda`` without one is an error, not a silent CPU
+    run."""
     if device not in DEVICES and not device.startswith("cuda:"):
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "auto":

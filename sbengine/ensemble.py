@@ -224,8 +224,8 @@ class Ensemble(nn.Module):
 
 
 def member_feature_dataset(ensemble: Ensemble, dataset: Dataset, *, device: str = "cpu") -> Dataset:
-    """``dataset`` with every split's inputs replaced by the stacked member logits (members frozen, eval mode):
-    what a head trains on, computed once instead of at every step."""
+    """``dataset`` with every split's inputs replaced by the stacked member logits (members frozen, eval
+    mode): what a head trains on, computed once instead of at every step."""
     splits = {}
     for name, (x, y) in dataset.splits.items():
         logits = [predict_logits(m, x, device=device) for m in ensemble.members]
@@ -344,7 +344,8 @@ def ensemble_audit_summary(
     member_sc = float(np.mean([r[f"sc_randomized_{key}"]["mean"] for r in rows]))
     text = (
         f"ensemble of {len(members)} ({ensemble.combine}): {whole['verdict_code']} (S-randomized {key} "
-        f"{whole[f's_randomized_{key}']['mean']:.3f}, S^c-randomized {whole[f'sc_randomized_{key}']['mean']:.3f}); "
+        f"{whole[f's_randomized_{key}']['mean']:.3f}, "
+        f"S^c-randomized {whole[f'sc_randomized_{key}']['mean']:.3f}); "
         f"members: {count} of {len(members)} {common} (mean S-randomized {key} {member_s:.3f}, "
         f"S^c-randomized {member_sc:.3f})"
     )

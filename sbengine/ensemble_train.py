@@ -5,9 +5,9 @@ pay that overhead M times. Here the members' parameters are stacked along a lead
 one ``vmap``'ed forward/backward serves them all. The result must be what ``sbengine.train.train`` gives
 each member on its own, so this loop mirrors ``train``'s semantics step for step:
 
-- member *i* sees exactly its own batches: its permutation ``train.epoch_order(n, seed_i, epoch)`` is
-  gathered into an (M, B, ...) batch, and the loss is the *sum* of the per-member mean losses, so each member's slice of
-  the stacked gradient is exactly its own gradient;
+- member *i* sees exactly its own batches: its permutation ``train.epoch_order(n, seed_i, epoch)`` is gathered
+  into an (M, B, ...) batch, and the loss is the *sum* of the per-member mean losses, so each member's slice
+  of the stacked gradient is exactly its own gradient;
 - one standard optimizer (``train.make_optimizer``) steps the stacked leaves; SGD (momentum, weight decay),
   Adam and RMSprop updates are elementwise, so this equals one optimizer per member;
 - evaluation, stop rule, patience, divergence, ``best_val`` snapshots and the final evaluation are decided

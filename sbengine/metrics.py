@@ -314,8 +314,8 @@ def classify(
       t.unchanged_margin below standard — the paper's "relies exclusively on S and is invariant to S^c"
       (Table 1).
     - ``exclusively_sc``: the mirror image.
-    - ``mostly_s`` / ``mostly_sc``: one randomization costs more than t.mostly_ratio times as much as the other
-      (and more than t.unchanged_margin).
+    - ``mostly_s`` / ``mostly_sc``: one randomization costs more than t.mostly_ratio times as much as the
+      other (and more than t.unchanged_margin).
     - ``both``: otherwise.
     """
     t = thresholds
@@ -334,15 +334,16 @@ def classify(
 
 
 VERDICT_TEXT = {
-    "not_predictive": "the model is not predictive on this data (standard {metric} {std:.3f}); nothing to audit",
+    "not_predictive": "the model is not predictive on this data (standard {metric} {std:.3f}); "
+    "nothing to audit",
     "exclusively_s": "relies exclusively on S ({s_names}): randomizing S drops {metric} from {std:.3f} to "
     "{s:.3f} (chance), randomizing S^c leaves it at {sc:.3f} — simplicity bias",
-    "exclusively_sc": "relies exclusively on S^c ({sc_names}): randomizing S^c drops {metric} from {std:.3f} to "
-    "{sc:.3f} (chance), randomizing S leaves it at {s:.3f}",
+    "exclusively_sc": "relies exclusively on S^c ({sc_names}): randomizing S^c drops {metric} "
+    "from {std:.3f} to {sc:.3f} (chance), randomizing S leaves it at {s:.3f}",
     "mostly_s": "relies mostly on S ({s_names}): randomizing S drops {metric} from {std:.3f} to {s:.3f}, "
     "randomizing S^c to {sc:.3f}",
-    "mostly_sc": "relies mostly on S^c ({sc_names}): randomizing S^c drops {metric} from {std:.3f} to {sc:.3f}, "
-    "randomizing S to {s:.3f}",
+    "mostly_sc": "relies mostly on S^c ({sc_names}): randomizing S^c drops {metric} from {std:.3f} "
+    "to {sc:.3f}, randomizing S to {s:.3f}",
     "both": "relies on both S ({s_names}) and S^c ({sc_names}): {metric} {std:.3f}, S-randomized {s:.3f}, "
     "S^c-randomized {sc:.3f}",
 }

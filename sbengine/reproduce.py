@@ -113,7 +113,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         },
     ),
     "noisy-lms7": Experiment(
-        title="noisy-LMS-7 (p = 0.1), (300,2)-FCN: sub-optimal generalization from the noisy linear coordinate",
+        title="noisy-LMS-7 (p = 0.1), (300,2)-FCN: sub-optimal generalization from the noisy linear "
+        "coordinate",
         source="notebook 03 (cells 5-6)",
         dataset={"preset": "noisy-LMS-7", "n_train": 40_000, "n_val": 10_000, "n_test": 10_000},
         architecture={"name": "fcn", "width": 300, "depth": 2},
@@ -176,7 +177,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         },
     ),
     "uap-lms5": Experiment(
-        title="LMS-5, (200,1)-FCN: PGD and universal perturbations spend their budget on the linear coordinate",
+        title="LMS-5, (200,1)-FCN: PGD and universal perturbations spend their budget on the linear "
+        "coordinate",
         source="notebook 06 (cells 5-10)",
         dataset=_LMS5,
         architecture=_FCN_200_1,

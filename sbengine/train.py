@@ -103,7 +103,8 @@ class StepSchedule:
 
 @dataclass
 class AdversarialTraining:
-    """PGD inside the loop (docs/method.md §7.2): every batch is replaced by its PGD perturbation before the step.
+    """PGD inside the loop (docs/method.md §7.2): every batch is replaced by its PGD perturbation
+    before the step.
 
     ``attack`` and ``eval_attack`` are PGD settings (``sbengine.attacks.PGDConfig`` fields); the evaluation
     attack defaults to the training one. The attack runs with BatchNorm on batch statistics but without

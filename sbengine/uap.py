@@ -177,7 +177,8 @@ def sgd_uap(
                 for b in range(n_batches):
                     idx = order[b * batch_size : (b + 1) * batch_size]
                     xb, yb = x[idx], y[idx]
-                    # apply_uap's rule, with the label signs worked out once per batch (the loop is overhead-bound)
+                    # apply_uap's rule, with the label signs worked out once per batch (the loop is
+                    # overhead-bound)
                     signs = _sign_of_labels(yb, label_signed)
                     if isinstance(signs, torch.Tensor):
                         signs = signs.view(-1, *([1] * (x.dim() - 1)))
@@ -233,7 +234,8 @@ def uap_audit(
     progress: ProgressCallback | None = None,
     simple_blocks: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Fit a UAP on ``fit_split``, evaluate it on ``eval_split``, and report where its budget lies (JSON-able).
+    """Fit a UAP on ``fit_split``, evaluate it on ``eval_split``, and report where its budget lies
+    (JSON-able).
 
     Perturbed inputs are clipped to ``data_bounds`` (nb06). ``method="svd"`` attacks the fit split with
     ``pgd`` (default: nb06's LMS-5 setting, ℓ2 PGD with ε = drange, η = 0.05·drange, 30 steps), scales the

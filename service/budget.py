@@ -89,16 +89,16 @@ def enforce(estimate: Estimate, settings: Settings) -> dict[str, Any]:
         _refuse(
             estimate,
             estimate.memory,
-            f"{estimate.job} needs about {gib(memory)} at peak ({estimate.shape}), over this server's limit of "
-            f"{gib(settings.max_job_memory_bytes)} (SBAUDIT_MAX_JOB_MEMORY_BYTES)",
+            f"{estimate.job} needs about {gib(memory)} at peak ({estimate.shape}), over this server's "
+            f"limit of {gib(settings.max_job_memory_bytes)} (SBAUDIT_MAX_JOB_MEMORY_BYTES)",
             limit={"memory_bytes": settings.max_job_memory_bytes},
         )
     if work > settings.max_job_work:
         _refuse(
             estimate,
             estimate.work,
-            f"{estimate.job} needs about {work:.3g} multiply-adds ({estimate.shape}), over this server's limit "
-            f"of {settings.max_job_work:.3g} (SBAUDIT_MAX_JOB_WORK)",
+            f"{estimate.job} needs about {work:.3g} multiply-adds ({estimate.shape}), over this "
+            f"server's limit of {settings.max_job_work:.3g} (SBAUDIT_MAX_JOB_WORK)",
             limit={"work": settings.max_job_work},
         )
     return estimate.as_json()

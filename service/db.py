@@ -61,7 +61,8 @@ _BUSY_TIMEOUT_SECONDS = 30
 _LOOP_WRITE_PATIENCE_SECONDS = 0.1
 _LOOP_WAIT_MILLISECONDS = 3
 # PostgreSQL connections an API process's event loop keeps open. A fixed set: opening one costs the server a
-# process (milliseconds of CPU), which is what a pool that closes its overflow on every return does under load.
+# process (milliseconds of CPU), which is what a pool that closes its overflow on every return does under
+# load.
 _ASYNC_POOL_SIZE = 16
 
 # "The database cannot be reached right now" (restarting, failing over, connections dropped, pool

@@ -9,9 +9,9 @@ Each mirrors what the engine does today, as an upper estimate:
   optimizer state and one more copy (best-on-validation snapshot or checkpoint), and a batch's activations
   (kept for the backward pass). Work: 3 forward passes' worth per example and update (forward and backward),
   PGD steps with adversarial training, and the evaluations.
-- run_audit (sbengine/checks/): the dataset and the models, and the largest temporary of any check: whole-split
-  copies while randomizing in canonical coordinates (float64 while rotating), PGD perturbations, the UAP's
-  SVD. Randomization always runs (the verdict reads it).
+- run_audit (sbengine/checks/): the dataset and the models, and the largest temporary of any check:
+  whole-split copies while randomizing in canonical coordinates (float64 while rotating), PGD perturbations,
+  the UAP's SVD. Randomization always runs (the verdict reads it).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ ROTATION_MATRICES, ROTATION_OPS = 4, 10
 IMAGE_FEATURES = 3 * 64 * 32
 IMAGE_TRAIN_PAIRS, IMAGE_TEST_PAIRS, IMAGE_VAL_DEFAULT = 10_000, 2_000, 1_000
 RAW_IMAGE_BYTES = 60_000 * (28 * 28 + I64) + 50_000 * (3 * 32 * 32 + I64)
-# sbengine.evaluation.eval_batch_size: rows per inference batch; sbengine.uap's SGD batch; the SVD method's PGD.
+# sbengine.evaluation.eval_batch_size: rows per inference batch; sbengine.uap's SGD batch; the SVD method's
+# PGD.
 EVAL_ROWS_VECTOR, EVAL_ROWS_IMAGE, UAP_BATCH, UAP_SVD_STEPS = 2048, 256, 256, 30
 
 
@@ -124,8 +125,12 @@ def _eval_rows(d: int) -> int:
 
 
 def _architecture_fields(architecture: dict[str, Any]) -> tuple[str, ...]:
-    options = {"fcn": ("width", "depth"), "cnn1d": ("filters", "kernel", "layers"), "gru": ("hidden", "layers"),
-               "lstm": ("hidden", "layers")}.get(architecture.get("name", ""), ("name",))  # fmt: skip
+    options = {
+        "fcn": ("width", "depth"),
+        "cnn1d": ("filters", "kernel", "layers"),
+        "gru": ("hidden", "layers"),
+        "lstm": ("hidden", "layers"),
+    }.get(architecture.get("name", ""), ("name",))
     return tuple(f"body.architecture.{o}" for o in options)
 
 

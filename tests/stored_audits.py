@@ -107,13 +107,15 @@ def store_audit(
     store = app.state.store
     dataset = Dataset(id=new_id("dataset"), owner=owner, status="ready", job_id=new_id("job"), spec=SPEC,
                       description=run["description"])  # fmt: skip
-    model = Model(id=new_id("model"), owner=owner, status="ready", job_id=new_id("job"), dataset_id=dataset.id,
-                  architecture=ARCHITECTURE, training=TRAINING, seed=0, input_shape=[50], num_classes=2)  # fmt: skip
+    model = Model(id=new_id("model"), owner=owner, status="ready", job_id=new_id("job"),
+                  dataset_id=dataset.id, architecture=ARCHITECTURE, training=TRAINING, seed=0,
+                  input_shape=[50], num_classes=2)  # fmt: skip
     row = Audit(id=new_id("audit"), owner=owner, name=name, status=status, job_id=new_id("job"),
                 model_id=model.id, dataset_id=dataset.id,
                 params={"checks": CHECKS, "options": run["options"], "simple_blocks": [0], "split": "test",
                         "repeats": 2, "seed": 0, "ensemble_size": 1})  # fmt: skip
-    job = Job(id=row.job_id, owner=owner, kind="run_audit", state="succeeded" if status == "ready" else status,
+    job = Job(id=row.job_id, owner=owner, kind="run_audit",
+              state="succeeded" if status == "ready" else status,
               resource_type="audit", resource_id=row.id, params={})  # fmt: skip
     rows: list[Any] = [dataset, model, row, job]
     if status == "ready":

@@ -1,7 +1,7 @@
 """A job process's hard memory limit, and how a job that reaches it ends.
 
-The limit is ``RLIMIT_DATA``: the kernel refuses any allocation (``brk``, private writable ``mmap``) that would
-take the process's data segment past it, so a job allocating as fast as it can stops at the limit, not
+The limit is ``RLIMIT_DATA``: the kernel refuses any allocation (``brk``, private writable ``mmap``) that
+would take the process's data segment past it, so a job allocating as fast as it can stops at the limit, not
 after it; numpy then raises ``MemoryError``, torch a ``RuntimeError`` ("can't allocate memory"), and the
 runner ends the job failed with :func:`error`, not retried. Measured here (torch 2.14, CPU): a job process
 holds about 0.8 GiB of data after importing torch and 1.1 GiB with 16 threads, which the allowance

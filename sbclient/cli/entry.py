@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         if missing is None or args.command in resources.COMMANDS:
             raise
         print(
-            f"sbaudit: error: 'sbaudit {args.command}' needs the server install ({missing} is not installed): "
-            f"{SERVER_INSTALL}",
+            f"sbaudit: error: 'sbaudit {args.command}' needs the server install "
+            f"({missing} is not installed): {SERVER_INSTALL}",
             file=sys.stderr,
         )
         return 2

@@ -89,8 +89,10 @@ def _field_path(field: str, where: str) -> tuple[str, ...]:
         return tuple(ALIASES[field].split("."))
     parts = tuple(field.split("."))
     if len(parts) < 2 or parts[0] not in CHECK_NAMES or not all(parts):
-        raise CliError(f"{where}: unknown field {field!r}: use one of {', '.join(ALIASES)}, or a dotted path "
-                       f"into the results starting with a check ({', '.join(CHECK_NAMES)}), e.g. pgd.simple_share")  # fmt: skip
+        raise CliError(
+            f"{where}: unknown field {field!r}: use one of {', '.join(ALIASES)}, or a dotted path "
+            f"into the results starting with a check ({', '.join(CHECK_NAMES)}), e.g. pgd.simple_share"
+        )
     return parts
 
 

@@ -44,7 +44,8 @@ DASH = "—"
 class CheckContext:
     """Everything a check's ``run`` may use. ``options`` are this check's, defaults filled in;
     ``verdict_thresholds`` are the audit's, for a check that gives verdicts of its own (the ensemble's
-    members); ``progress`` reports within this check only (the audit scales it into its share of the whole)."""
+    members); ``progress`` reports within this check only (the audit scales it into its share of the
+    whole)."""
 
     model: torch.nn.Module
     dataset: Dataset

@@ -97,8 +97,8 @@ def report_section(p: dict[str, Any]) -> dict[str, Any]:
     ]
     summary = (
         f"{config.get('norm', DASH)} PGD, eps {num(config.get('eps'))}, {num(config.get('steps'))} steps, "
-        f"{num(config.get('restarts'))} restart(s), loss {config.get('loss', DASH)}; split {p.get('split', DASH)}, "
-        f"{num(p.get('n'))} examples."
+        f"{num(config.get('restarts'))} restart(s), loss {config.get('loss', DASH)}; "
+        f"split {p.get('split', DASH)}, {num(p.get('n'))} examples."
     )
     tables = [
         table("", ["", "value"], rows),

@@ -36,7 +36,8 @@ _IMAGE_KEYS = {
 def build_dataset(
     request: dict[str, Any], *, raw_data_dir: str | None = None, download: bool = True
 ) -> Dataset:
-    """Build the dataset a request describes: ``{"preset": NAME, ...overrides}`` or ``{"blocks": [...], ...}``.
+    """Build the dataset a request describes: ``{"preset": NAME, ...overrides}`` or
+    ``{"blocks": [...], ...}``.
 
     Raises ValueError with a one-line message for anything malformed, before doing any work.
     """

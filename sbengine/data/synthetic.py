@@ -271,7 +271,8 @@ def random_rotation(rng: np.random.Generator, d: int) -> np.ndarray:
 
 # The rotation x = z @ Q is computed this many bytes of float64 products at a time, and an unrotated dataset
 # is transposed into rows this many bytes of columns at a time. The row and column counts follow from the
-# dimension and row count alone, so a dataset's values depend on its spec and seed, never on the memory at hand.
+# dimension and row count alone, so a dataset's values depend on its spec and seed, never on the memory at
+# hand.
 ROTATION_CHUNK_BYTES = 32 << 20
 COLUMN_BLOCK_BYTES = 32 << 20
 

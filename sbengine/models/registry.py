@@ -60,7 +60,10 @@ class Option:
         noun = "an odd integer" if self.odd else "an integer" if self.type is int else "a number"
         if self.high is None:
             return f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
-        return f"{noun} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        return (
+            f"{noun} in {'(' if self.low_open else '['}{self.low:g}, "
+            f"{self.high:g}{')' if self.high_open else ']'}"
+        )
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,8 @@ def _check_input_shape(arch: Architecture, input_shape: Any) -> tuple[int, ...]:
     if arch.input == "image":
         if len(shape) != 3 or shape[0] != 3 or any(n % 32 for n in shape[1:]):
             raise ValueError(
-                f"{arch.name}: input_shape must be (3, H, W) with H and W positive multiples of 32, got {shape}"
+                f"{arch.name}: input_shape must be (3, H, W) with H and W positive multiples of 32, "
+                f"got {shape}"
             )
     elif arch.input_ndim is not None and len(shape) != arch.input_ndim:
         raise ValueError(f"{arch.name}: input_shape must be 1-D (number of features,), got {shape}")

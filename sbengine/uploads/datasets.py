@@ -52,8 +52,8 @@ def _npz_arrays(path: Path, max_bytes: int) -> dict[str, Any]:
                 needed = math.prod(array_shape) * dtype.itemsize
                 if needed > member.size:
                     raise Rejected(
-                        f"array {key[:100]!r} claims shape {tuple(array_shape)} ({needed} bytes) but its member "
-                        f"holds {member.size} bytes"
+                        f"array {key[:100]!r} claims shape {tuple(array_shape)} ({needed} bytes) "
+                        f"but its member holds {member.size} bytes"
                     )
             with archive.open(member.name) as fh:
                 try:
@@ -195,7 +195,8 @@ def check_dataset(request: dict[str, Any]) -> dict[str, Any]:
     for name, (x, y) in splits.items():
         if x.shape[0] > max_samples:
             raise Rejected(
-                f"the {name} split has {x.shape[0]} rows; this server's limit is {max_samples} (SBAUDIT_MAX_SAMPLES)"
+                f"the {name} split has {x.shape[0]} rows; this server's limit is {max_samples} "
+                "(SBAUDIT_MAX_SAMPLES)"
             )
         x32 = np.ascontiguousarray(x, dtype=np.float32)
         finite = np.isfinite(x32)

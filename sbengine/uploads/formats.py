@@ -157,12 +157,14 @@ def _tensor_info(name: str, entry: Any, data_size: int) -> TensorInfo:
     begin, end = offsets
     if not 0 <= begin <= end <= data_size:
         raise Rejected(
-            f"{where}: data_offsets [{begin}, {end}] lie outside the {data_size} bytes of data (truncated file?)"
+            f"{where}: data_offsets [{begin}, {end}] lie outside the {data_size} bytes of data "
+            "(truncated file?)"
         )
     expected = math.prod(shape) * SAFETENSORS_ITEMSIZE[dtype]
     if expected != end - begin:
         raise Rejected(
-            f"{where}: shape {tuple(shape)} of {dtype} needs {expected} bytes but data_offsets span {end - begin}"
+            f"{where}: shape {tuple(shape)} of {dtype} needs {expected} bytes but data_offsets span "
+            f"{end - begin}"
         )
     return TensorInfo(dtype=dtype, shape=tuple(shape), start=begin, end=end)
 
@@ -205,8 +207,9 @@ def inspect_zip(path: Path, *, max_total_bytes: int, what: str) -> list[ZipMembe
             info.compress_size, 1
         ):
             raise Rejected(
-                f"{what}: member {info.filename[:100]!r} expands {info.file_size // max(info.compress_size, 1)}"
-                f"-fold (a zip bomb?); at most {MAX_COMPRESSION_RATIO}-fold is accepted"
+                f"{what}: member {info.filename[:100]!r} expands "
+                f"{info.file_size // max(info.compress_size, 1)}-fold (a zip bomb?); "
+                f"at most {MAX_COMPRESSION_RATIO}-fold is accepted"
             )
         members.append(ZipMember(info.filename, info.file_size, info.compress_size))
     return members
@@ -218,8 +221,8 @@ def check_framing(path: Path, *, kind: str, max_total_bytes: int) -> str:
     fmt = sniff(path)
     if fmt == "pickle":
         raise Rejected(
-            "a raw pickle is refused: upload safetensors, or a state_dict saved by torch.save in its (default) "
-            "zip format"
+            "a raw pickle is refused: upload safetensors, or a state_dict saved by torch.save in its "
+            "(default) zip format"
         )
     if kind == "checkpoint" and fmt not in ("safetensors", "zip"):
         raise Rejected(

@@ -1,4 +1,5 @@
-"""``sbaudit gc [--dry-run] [--grace-seconds S]``: remove what no database row needs (see service/garbage.py)."""
+"""``sbaudit gc [--dry-run] [--grace-seconds S]``: remove what no database row needs
+(see service/garbage.py)."""
 
 from __future__ import annotations
 

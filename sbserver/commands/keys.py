@@ -1,4 +1,5 @@
-"""``sbaudit keys create --owner NAME`` / ``keys list`` / ``keys revoke KEY_ID_OR_PREFIX``: manage API keys."""
+"""``sbaudit keys create --owner NAME`` / ``keys list`` / ``keys revoke KEY_ID_OR_PREFIX``:
+manage API keys."""
 
 from __future__ import annotations
 

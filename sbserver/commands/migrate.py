@@ -9,7 +9,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "migrate",
         help="create or upgrade the database schema",
-        description="Apply the Alembic migrations to SBAUDIT_DATABASE_URL (default: SQLite in SBAUDIT_DATA_DIR).",
+        description="Apply the Alembic migrations to SBAUDIT_DATABASE_URL "
+        "(default: SQLite in SBAUDIT_DATA_DIR).",
     )
     p.set_defaults(handler=run)
 

@@ -10,8 +10,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "worker",
         help="run jobs from the broker (one at a time; start one worker per GPU)",
-        description="Consume job ids from SBAUDIT_BROKER_URL and run them against SBAUDIT_DATABASE_URL and the "
-        "shared SBAUDIT_DATA_DIR. Runs one job at a time; start one worker per GPU (CUDA_VISIBLE_DEVICES).",
+        description="Consume job ids from SBAUDIT_BROKER_URL and run them against SBAUDIT_DATABASE_URL "
+        "and the shared SBAUDIT_DATA_DIR. Runs one job at a time; start one worker per GPU "
+        "(CUDA_VISIBLE_DEVICES).",
     )
     p.set_defaults(handler=run)
 

@@ -29,7 +29,8 @@ def _randomization(r: dict[str, Any]) -> Section:
         ["AUC", num(r.get("auc")), mean_std(r.get("s_randomized_auc")), mean_std(r.get("sc_randomized_auc"))],
         ["accuracy", num(r.get("accuracy")), mean_std(r.get("s_randomized_accuracy")),
          mean_std(r.get("sc_randomized_accuracy"))],
-        ["loss", num(r.get("loss")), mean_std(r.get("s_randomized_loss")), mean_std(r.get("sc_randomized_loss"))],
+        ["loss", num(r.get("loss")), mean_std(r.get("s_randomized_loss")),
+         mean_std(r.get("sc_randomized_loss"))],
         ["logit shift", DASH, mean_std(r.get("s_randomized_logit_shift")),
          mean_std(r.get("sc_randomized_logit_shift"))],
     ]  # fmt: skip
@@ -90,8 +91,8 @@ def _pgd(p: dict[str, Any]) -> Section:
     ]
     summary = (
         f"{config.get('norm', DASH)} PGD, eps {num(config.get('eps'))}, {num(config.get('steps'))} steps, "
-        f"{num(config.get('restarts'))} restart(s), loss {config.get('loss', DASH)}; split {p.get('split', DASH)}, "
-        f"{num(p.get('n'))} examples."
+        f"{num(config.get('restarts'))} restart(s), loss {config.get('loss', DASH)}; "
+        f"split {p.get('split', DASH)}, {num(p.get('n'))} examples."
     )
     shares = Table(
         "Share of the perturbation per block", ["block", "share"], _share_rows(p.get("block_share") or {})

@@ -92,7 +92,8 @@ def commands(*, base_url: str, dataset: Dataset | None, model: Model | None, aud
     if ds is not None:
         curl.append(curl_post("/v1/datasets", ds, "DATASET_ID"))
         cli.append(
-            f"DATASET_ID=$(sbaudit datasets create --body {shlex.quote(compact(ds))} --wait --json | jq -r .id)"
+            f"DATASET_ID=$(sbaudit datasets create --body {shlex.quote(compact(ds))} --wait --json "
+            "| jq -r .id)"
         )
     else:
         notes.append(

@@ -100,8 +100,9 @@ def read_section(stored: dict[str, Any]) -> Section:
         )
         for t in stored.get("tables") or []
     ]
-    return Section(_text(stored["check"]), _text(stored["title"]), None if summary is None else _text(summary),
-                   tables)  # fmt: skip
+    return Section(
+        _text(stored["check"]), _text(stored["title"]), None if summary is None else _text(summary), tables
+    )
 
 
 def sections(results: dict[str, Any] | None, stored: list[Any]) -> list[Section]:

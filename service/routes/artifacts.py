@@ -23,7 +23,8 @@ log = logging.getLogger("sbaudit.api")
     operation_id="downloadArtifact",
     responses={
         200: {
-            # The type each artifact was stored with (ArtifactRead.content_type): these are the ones jobs write.
+            # The type each artifact was stored with (ArtifactRead.content_type): these are the ones jobs
+            # write.
             "content": {"application/octet-stream": {}, "application/json": {}, "image/png": {}},
             "description": "The file.",
         },

@@ -44,7 +44,8 @@ def attachment(filename: str) -> dict[str, str]:
 async def principal_or_login(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal | RedirectResponse:
-    """The caller, or (for a browser with no key, or a stale one in its cookie) a redirect to the login page."""
+    """The caller, or (for a browser with no key, or a stale one in its cookie) a redirect to the login
+    page."""
     browser = credentials is None and wants_html(request)
     if browser and cookie_key(request) is None:
         return login_redirect(request)

@@ -37,8 +37,8 @@ PRESET_SIZES: dict[str, tuple[int, int, int]] = {
     "AdvMS-(5,7)": (6_000, 2_000, 2_000),
 }
 BLOCKS_SIZES: tuple[int, int, int] = (50_000, 10_000, 10_000)
-# Coordinates per row of each synthetic preset (its blocks' counts), for the job budget (service/estimates.py);
-# tests/security/test_budgets.py keeps them in step with the engine.
+# Coordinates per row of each synthetic preset (its blocks' counts), for the job budget
+# (service/estimates.py); tests/security/test_budgets.py keeps them in step with the engine.
 PRESET_FEATURES: dict[str, int] = {**dict.fromkeys(PRESET_SIZES, 50), "AdvMS-(5,7)": 20}
 
 Count = Field(default=1, ge=1, le=MAX_BLOCK_COUNT, description="How many coordinates of this kind.")

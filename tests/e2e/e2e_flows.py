@@ -57,7 +57,8 @@ def dataset_model_audit(client: httpx.Client) -> dict:
     assert check_artifact(client, weights)[:8]  # safetensors header length
 
     audit = ready(client, "audits", create(client, "/v1/audits", {
-        "model_id": model["id"], "checks": ["randomization", "feature_dependence"], "simple_blocks": [0]}))  # fmt: skip
+        "model_id": model["id"], "checks": ["randomization", "feature_dependence"],
+        "simple_blocks": [0]}))  # fmt: skip
     rand = audit["results"]["randomization"]
     assert 0.4 <= rand["s_randomized_auc"]["mean"] <= 0.6, rand
     assert rand["sc_randomized_auc"]["mean"] >= 0.95, rand
@@ -73,7 +74,8 @@ INTERRUPTIBLE_UPDATES = 6000
 def long_training(client: httpx.Client, dataset_id: str, max_updates: int) -> dict:
     """A training job that runs long enough to be interrupted (no early stop)."""
     training = {**TRAINING, "stop": {"max_updates": max_updates}, "eval_every": 100}
-    return create(client, "/v1/models", {"dataset_id": dataset_id, "architecture": {"name": "fcn", "width": 20, "depth": 1},
+    return create(client, "/v1/models", {"dataset_id": dataset_id,
+                                         "architecture": {"name": "fcn", "width": 20, "depth": 1},
                                          "training": training, "seed": 0})  # fmt: skip
 
 

@@ -41,7 +41,8 @@ def finished(embedded) -> dict:
         audit = ready(client, "audits", create(client, "/v1/audits", {
             "model_id": model["id"], "checks": REPORT_CHECKS, "repeats": 2, "name": "browser audit",
             "options": {"pgd": {"steps": 5}, "uap": {"steps": 5, "epochs": 1},
-                        "feature_dependence": {"methods": ["random", "swap"], "sample_fraction": 0.5}}}))  # fmt: skip
+                        "feature_dependence": {"methods": ["random", "swap"],
+                                               "sample_fraction": 0.5}}}))  # fmt: skip
     return {"dataset": dataset, "model": model, "audit": audit}
 
 

@@ -40,7 +40,10 @@ def client_venv(tmp_path_factory) -> Path:
 
 
 def test_the_client_install_holds_no_server_library(client_venv):
-    probe = "import importlib.util, json; print(json.dumps({m: importlib.util.find_spec(m) is not None for m in %r}))"
+    probe = (
+        "import importlib.util, json; "
+        "print(json.dumps({m: importlib.util.find_spec(m) is not None for m in %r}))"
+    )
     out = subprocess.run(
         [str(client_venv / "bin" / "python"), "-c", probe % (SERVER_LIBRARIES + ("httpx", "rich"),)],
         capture_output=True, text=True, timeout=60, check=True,

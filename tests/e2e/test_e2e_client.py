@@ -32,21 +32,23 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_the_cli_runs_an_audit_from_dataset_to_report(embedded, cli_env, capsys, tmp_path):
     capsys.readouterr()
-    code, out, err = run(capsys, "datasets", "create", "--preset", "LMS-5", "--n-train", "2000", "--n-test", "500",
-                         "--n-val", "500", "--wait", "--json")  # fmt: skip
+    code, out, err = run(capsys, "datasets", "create", "--preset", "LMS-5", "--n-train", "2000",
+                         "--n-test", "500", "--n-val", "500", "--wait", "--json")  # fmt: skip
     assert code == 0, err
     dataset = json.loads(out)
     assert dataset["status"] == "ready" and dataset["sizes"] == {"train": 2000, "val": 500, "test": 500}
     assert err.rstrip().endswith(f"job {dataset['job_id']} succeeded")
 
-    code, out, err = run(capsys, "models", "train", "--dataset-id", dataset["id"], "--architecture", json.dumps(FCN),
-                         "--training", json.dumps(TRAINING), "--wait", "--json")  # fmt: skip
+    code, out, err = run(capsys, "models", "train", "--dataset-id", dataset["id"],
+                         "--architecture", json.dumps(FCN), "--training", json.dumps(TRAINING),
+                         "--wait", "--json")  # fmt: skip
     assert code == 0, err
     model = json.loads(out)
     assert model["status"] == "ready" and model["result"]["updates"] == 300
 
     code, out, err = run(capsys, "audits", "run", "--model-id", model["id"], "--checks",
-                         "randomization,feature_dependence", "--simple-blocks", "0", "--repeats", "2", "--wait")  # fmt: skip
+                         "randomization,feature_dependence", "--simple-blocks", "0", "--repeats", "2",
+                         "--wait")  # fmt: skip
     assert code == 0, err
     audit_id = re.search(r"^audit (aud_\S+) \(ready\)", out, re.MULTILINE).group(1)
     assert re.search(r"job_\S+  running  ", err), err  # progress lines from the event stream

@@ -120,8 +120,9 @@ def train(client: httpx.Client, cluster: Cluster, max_updates: int) -> dict:
 def test_a_worker_killed_during_an_audit_is_replaced_and_the_audit_recorded_once(cluster):
     with cluster.client() as client:
         model = ready(client, "models", train(client, cluster, max_updates=100))
-        audit = create(client, "/v1/audits", {"model_id": model["id"], "checks": ["randomization", "uap"],
-                                              "repeats": 5, "options": {"uap": {"steps": 20, "epochs": 40}}})  # fmt: skip
+        audit = create(client, "/v1/audits", {
+            "model_id": model["id"], "checks": ["randomization", "uap"], "repeats": 5,
+            "options": {"uap": {"steps": 20, "epochs": 40}}})  # fmt: skip
         deadline = time.monotonic() + 120
         while (job := client.get(f"/v1/jobs/{audit['job_id']}").json())["progress"] <= 0.05:
             assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job

@@ -82,8 +82,8 @@ def test_a_gate_trips_on_a_simplicity_biased_model_and_passes_on_one_trained_wit
     s_auc = biased["results"]["randomization"]["s_randomized_auc"]["mean"]
     assert f"gate tripped: --fail-if 's_randomized_auc < 0.6' (s_randomized_auc = {s_auc:.6g})" in err
 
-    code, out, err = run(capsys, "audits", "run", "--model-id", models["s_randomized"], "--simple-blocks", "0",
-                         "--repeats", "2", "--wait", *GATES)  # fmt: skip
+    code, out, err = run(capsys, "audits", "run", "--model-id", models["s_randomized"],
+                         "--simple-blocks", "0", "--repeats", "2", "--wait", *GATES)  # fmt: skip
     assert code == 0, err
     audit_id = re.search(r"^audit (aud_\S+) \(ready\)", out, re.MULTILINE).group(1)
     assert "gate passed: --fail-on exclusively_s,mostly_s" in err and "gate passed: --fail-if" in err
@@ -103,12 +103,13 @@ def test_custom_thresholds_change_the_verdict_and_are_echoed(models, cli_env, ca
     # The biased model's S-randomized AUC is near chance but not exactly 0.5: with no margin around chance
     # it no longer counts as "exclusively" S, only "mostly".
     code, out, err = run(capsys, "audits", "run", "--model-id", models["biased"], "--repeats", "2", "--wait",
-                         "--json", "--verdict-thresholds", '{"chance_margin": 0}', "--fail-on", "exclusively_s")  # fmt: skip
+                         "--json", "--verdict-thresholds", '{"chance_margin": 0}',
+                         "--fail-on", "exclusively_s")  # fmt: skip
     audit = json.loads(out)
     assert code == 0, err
     assert audit["verdict_code"] == "mostly_s"
-    assert audit["verdict_thresholds"] == {"min_predictive": 0.6, "chance_margin": 0.0, "unchanged_margin": 0.02,
-                                           "mostly_ratio": 2.0}  # fmt: skip
+    assert audit["verdict_thresholds"] == {"min_predictive": 0.6, "chance_margin": 0.0,
+                                           "unchanged_margin": 0.02, "mostly_ratio": 2.0}  # fmt: skip
     with Client() as client:
         read = client.get_audit(audit["id"])
         (results,) = [a for a in read["artifacts"] if a["kind"] == "results"]
@@ -158,8 +159,9 @@ def test_the_ci_example_runs_as_written(embedded, tmp_path):
             continue
         script = _substitute_secrets(step["run"], secrets)
         env = {**base, **_github_env(github_env)}
-        done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
         outcomes[step["name"]] = done
         failed = failed or done.returncode != 0
 
@@ -168,7 +170,8 @@ def test_the_ci_example_runs_as_written(embedded, tmp_path):
     assert codes == {
         "Generate the evaluation data": 0,
         "Train the model": 0,
-        "Audit for simplicity bias (exit status 3 when a gate trips)": 3,  # the LMS-5 FCN is simplicity-biased
+        # the LMS-5 FCN is simplicity-biased
+        "Audit for simplicity bias (exit status 3 when a gate trips)": 3,
         "Save the report": 0,
     }, details
     ids = _github_env(github_env)

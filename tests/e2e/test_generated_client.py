@@ -42,8 +42,8 @@ def generated(embedded, tmp_path_factory) -> Iterator[Path]:
     (tmp / "openapi.json").write_text(json.dumps(response.json()))
     (tmp / "config.yaml").write_text(GENERATOR_CONFIG)
     package = tmp / "src" / PACKAGE
-    args = ["generate", "--path", tmp / "openapi.json", "--output-path", package, "--config", tmp / "config.yaml",
-            "--meta", "none", "--fail-on-warning"]  # fmt: skip
+    args = ["generate", "--path", tmp / "openapi.json", "--output-path", package,
+            "--config", tmp / "config.yaml", "--meta", "none", "--fail-on-warning"]  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "openapi_python_client", *map(str, args)],
         cwd=tmp,
@@ -116,12 +116,14 @@ def test_a_generated_client_audits_a_model_from_dataset_to_verdict(embedded, gen
     )
     with client:
         created = create_dataset.sync(client=client, body=m.DatasetCreate(
-            preset=m.DatasetCreatePresetType0.LMS_5, n_train=2000, n_val=500, n_test=500, seed=0))  # fmt: skip
+            preset=m.DatasetCreatePresetType0.LMS_5, n_train=2000, n_val=500, n_test=500,
+            seed=0))  # fmt: skip
         assert isinstance(created, m.DatasetRead), created
         dataset = wait_ready(client, "dataset", created)
         assert dataset.input_shape == [50] and dataset.simple_blocks == [0]
 
-        training = m.TrainingConfig(optimizer=m.TrainingConfigOptimizer.SGD, lr=0.1, batch_size=256, eval_every=100,
+        training = m.TrainingConfig(optimizer=m.TrainingConfigOptimizer.SGD, lr=0.1, batch_size=256,
+                                    eval_every=100,
                                     stop=m.StopRule(train_accuracy=0.9999, max_updates=3000))  # fmt: skip
         created = create_model.sync(client=client, body=m.ModelCreate(
             dataset_id=dataset.id, architecture=m.FCNArchitecture(name="fcn", width=100, depth=2),
@@ -132,7 +134,8 @@ def test_a_generated_client_audits_a_model_from_dataset_to_verdict(embedded, gen
         assert model.metrics["train_accuracy"] >= 0.99, model.metrics.to_dict()
 
         created = create_audit.sync(client=client, body=m.AuditCreate(
-            model_id=model.id, checks=[m.AuditCreateChecksItem.RANDOMIZATION], simple_blocks=[0]))  # fmt: skip
+            model_id=model.id, checks=[m.AuditCreateChecksItem.RANDOMIZATION],
+            simple_blocks=[0]))  # fmt: skip
         assert isinstance(created, m.AuditRead), created
         audit = wait_ready(client, "audit", created)
         assert audit.verdict_code == "exclusively_s", audit.verdict

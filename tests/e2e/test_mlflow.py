@@ -1,5 +1,5 @@
-"""A finished audit becomes an MLflow run: a real `sbaudit serve` with SBAUDIT_MLFLOW_TRACKING_URI pointing at a
-real `mlflow server` (SQLite backend, local artifact destination; tests/mlflow_support.py), the dataset ->
+"""A finished audit becomes an MLflow run: a real `sbaudit serve` with SBAUDIT_MLFLOW_TRACKING_URI pointing at
+a real `mlflow server` (SQLite backend, local artifact destination; tests/mlflow_support.py), the dataset ->
 model -> audit journey over HTTP, then the run as MLflow's own client reads it back from that server."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from e2e_flows import create, ready
 from e2e_support import start_server
 
-# MLflow's own client, read in the test process, imports its SQLAlchemy store, which uses an API SQLAlchemy 2.1
-# deprecates: not ours to fix.
+# MLflow's own client, read in the test process, imports its SQLAlchemy store, which uses an API SQLAlchemy
+# 2.1 deprecates: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
 TINY_LMS5 = {"preset": "LMS-5", "n_train": 1000, "n_val": 200, "n_test": 400, "seed": 0}

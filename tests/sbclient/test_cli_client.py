@@ -17,27 +17,34 @@ from sbclient.cli.entry import build_parser, main
 NOW = "2026-01-01T00:00:00Z"
 JOB = {"id": "job_1", "kind": "run_audit", "state": "queued", "progress": 0.0, "stage": None, "detail": None,
        "attempt": 1, "max_attempts": 3, "error": None, "resource_type": "audit", "resource_id": "aud_1",
-       "created_at": NOW, "started_at": None, "finished_at": None, "updated_at": NOW, "eta_seconds": None}  # fmt: skip
+       "created_at": NOW, "started_at": None, "finished_at": None, "updated_at": NOW,
+       "eta_seconds": None}  # fmt: skip
 RUNNING = {**JOB, "state": "running", "progress": 0.4, "stage": "randomization", "eta_seconds": 12.0,
-           "detail": {"step": 2, "total": 5, "metrics": {"auc": 0.97}}, "updated_at": "2026-01-01T00:00:01Z"}  # fmt: skip
+           "detail": {"step": 2, "total": 5, "metrics": {"auc": 0.97}},
+           "updated_at": "2026-01-01T00:00:01Z"}  # fmt: skip
 RESULTS = {
     "randomization": {
         "repeats": 2, "split": "test", "auc": 1.0, "accuracy": 0.996, "loss": 0.05,
         "s_randomized_auc": {"mean": 0.53, "std": 0.022}, "sc_randomized_auc": {"mean": 1.0, "std": 0.0},
-        "s_randomized_accuracy": {"mean": 0.518, "std": 0.017}, "sc_randomized_accuracy": {"mean": 0.999, "std": 0.001},
+        "s_randomized_accuracy": {"mean": 0.518, "std": 0.017},
+        "sc_randomized_accuracy": {"mean": 0.999, "std": 0.001},
     },
     "feature_dependence": {"random": [
-        {"group": f"coordinate {i}", "coordinates": 1, "auc": 1.0 - i / 100, "accuracy": 0.9} for i in range(8)
+        {"group": f"coordinate {i}", "coordinates": 1, "auc": 1.0 - i / 100, "accuracy": 0.9}
+        for i in range(8)
     ] + [{"group": "block 0: linear", "coordinates": 1, "auc": 0.449, "accuracy": 0.452}]},
     "pgd": {"config": {"norm": "l2", "eps": 2.0, "steps": 5}, "clean_accuracy": 0.996, "accuracy": 0.008,
-            "block_share": {"linear": {"mean": 0.987, "std": 0.004}, "49x 5-slab": {"mean": 0.162, "std": 0.02}}},
+            "block_share": {"linear": {"mean": 0.987, "std": 0.004},
+                            "49x 5-slab": {"mean": 0.162, "std": 0.02}}},
     "uap": {"method": "sgd", "norm": "l2", "eps": 1.0, "accuracy": 0.024, "fooling_rate": 0.972,
             "block_share": {"linear": 0.995, "49x 5-slab": 0.097}},
     "generalization": {"accuracy": 0.996, "bayes_accuracy_s": 1.0, "bayes_accuracy_sc": 1.0,
                        "bayes_accuracy_all": 1.0, "summary": "accuracy 0.996 reaches what S^c alone allows"},
     "ensemble": {"size": 2, "combine": "logits", "summary": "ensemble of 2 (logits): exclusively_simple",
-                 "ensemble": {"test_accuracy": 0.99, "auc": 1.0, "s_randomized_auc": {"mean": 0.5, "std": 0.01},
-                              "sc_randomized_auc": {"mean": 1.0, "std": 0.0}, "verdict_code": "exclusively_simple"},
+                 "ensemble": {"test_accuracy": 0.99, "auc": 1.0,
+                              "s_randomized_auc": {"mean": 0.5, "std": 0.01},
+                              "sc_randomized_auc": {"mean": 1.0, "std": 0.0},
+                              "verdict_code": "exclusively_simple"},
                  "members": [{"test_accuracy": 0.98, "auc": 0.99, "verdict_code": "exclusively_simple"}]},
 }  # fmt: skip
 AUDIT = {"id": "aud_1", "name": None, "status": "ready", "job_id": "job_1", "error": None, "artifacts": [],
@@ -137,10 +144,12 @@ def test_datasets_create_sends_the_options_over_body(server, capsys):
         202, json={"id": "ds_1", "status": "queued", "job_id": "job_1"}
     )
     code, out, _ = run(capsys, "datasets", "create", "--body", '{"preset": "LMS-7", "n_val": 5, "seed": 3}',
-                       "--preset", "LMS-5", "--n-train", "2000", "--no-rotate", "--simple-blocks", "0", "--name", "x")  # fmt: skip
+                       "--preset", "LMS-5", "--n-train", "2000", "--no-rotate", "--simple-blocks", "0",
+                       "--name", "x")  # fmt: skip
     assert code == 0
     assert server.json_sent("POST", "/v1/datasets") == {
-        "preset": "LMS-5", "n_val": 5, "seed": 3, "n_train": 2000, "rotate": False, "simple_blocks": [0], "name": "x"
+        "preset": "LMS-5", "n_val": 5, "seed": 3, "n_train": 2000, "rotate": False, "simple_blocks": [0],
+        "name": "x"
     }  # fmt: skip
     uuid.UUID(server.requests[0].headers["idempotency-key"])
     assert out.startswith("dataset ds_1 queued (job job_1)") and "sbaudit jobs watch job_1" in out
@@ -151,7 +160,8 @@ def test_models_train_builds_the_training_config(server, capsys):
         202, json={"id": "mdl_1", "status": "queued", "job_id": "j"}
     )
     code, out, _ = run(capsys, "models", "train", "--dataset-id", "ds_1", "--architecture", "fcn",
-                       "--training", '{"lr": 0.1}', "--adversarial", '{"attack": {"eps": 0.3, "step_size": 0.1}}',
+                       "--training", '{"lr": 0.1}',
+                       "--adversarial", '{"attack": {"eps": 0.3, "step_size": 0.1}}',
                        "--ensemble-size", "3", "--seed", "2", "--json")  # fmt: skip
     assert code == 0 and json.loads(out)["id"] == "mdl_1"
     assert server.json_sent("POST", "/v1/models") == {
@@ -184,8 +194,9 @@ def test_no_key_and_no_server_are_one_line_each(capsys, clean_env, monkeypatch):
 def test_audits_run_wait_shows_progress_then_the_verdict_and_the_report_url(server, capsys):
     server.routes.update({
         ("POST", "/v1/audits"): httpx.Response(202, json={**AUDIT, "status": "queued", "results": None}),
-        ("GET", "/v1/jobs/job_1/events"): sse(("job", JOB), ("job", RUNNING), ("job", {**RUNNING, "state": "succeeded",
-                                              "progress": 1.0}), ("end", {"state": "succeeded"})),
+        ("GET", "/v1/jobs/job_1/events"): sse(("job", JOB), ("job", RUNNING),
+                                              ("job", {**RUNNING, "state": "succeeded", "progress": 1.0}),
+                                              ("end", {"state": "succeeded"})),
         ("GET", "/v1/audits/aud_1"): httpx.Response(200, json=AUDIT),
     })  # fmt: skip
     code, out, err = run(
@@ -226,7 +237,8 @@ def test_jobs_watch_exits_1_for_a_failed_job(server, capsys):
 
 
 def test_lists_stop_at_the_limit(server, capsys):
-    pages = [httpx.Response(200, json={"data": [{**JOB, "id": f"job_{i}"} for i in range(3)], "next_cursor": "c"}),
+    pages = [httpx.Response(200, json={"data": [{**JOB, "id": f"job_{i}"} for i in range(3)],
+                                       "next_cursor": "c"}),
              httpx.Response(200, json={"data": [{**JOB, "id": "job_9"}], "next_cursor": None})]  # fmt: skip
     server.routes[("GET", "/v1/jobs")] = pages
     code, out, _ = run(capsys, "jobs", "list", "--limit", "4", "--state", "queued", "--json")

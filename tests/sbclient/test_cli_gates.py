@@ -25,8 +25,9 @@ RESULTS = {
 AUDIT = {"id": "aud_1", "name": None, "status": "ready", "job_id": "job_1", "error": None, "artifacts": [],
          "created_at": NOW, "updated_at": NOW, "model_id": "mdl_1", "model_ids": None, "ensemble_size": 1,
          "combine": None, "dataset_id": "ds_1", "checks": list(RESULTS), "options": {}, "simple_blocks": [0],
-         "split": "test", "repeats": 2, "seed": 0, "verdict_code": "exclusively_s", "verdict_thresholds": None,
-         "verdict": "relies exclusively on S (linear)", "results": RESULTS}  # fmt: skip
+         "split": "test", "repeats": 2, "seed": 0, "verdict_code": "exclusively_s",
+         "verdict_thresholds": None, "verdict": "relies exclusively on S (linear)",
+         "results": RESULTS}  # fmt: skip
 
 
 # --- the parser -----------------------------------------------------------------------------------------
@@ -110,7 +111,8 @@ def test_a_tripped_gate_says_which_and_the_value(capsys):
 
 def test_gates_that_hold_pass():
     passing = gates("sc_randomized_auc < 0.99", "randomization.s_randomized_auc.std > 0.01",
-                    "feature_dependence.random.0.auc != 0.51", "pgd.simple_share > 0.95", fail_on=("both",))  # fmt: skip
+                    "feature_dependence.random.0.auc != 0.51", "pgd.simple_share > 0.95",
+                    fail_on=("both",))  # fmt: skip
     assert passing.judge(AUDIT) == 0
 
 
@@ -153,7 +155,8 @@ class FakeServer:
 def events(state: str) -> httpx.Response:
     job = {"id": "job_1", "kind": "run_audit", "state": state, "progress": 1.0, "stage": None, "detail": None,
            "attempt": 1, "max_attempts": 3, "error": None, "resource_type": "audit", "resource_id": "aud_1",
-           "created_at": NOW, "started_at": NOW, "finished_at": NOW, "updated_at": NOW, "eta_seconds": None}  # fmt: skip
+           "created_at": NOW, "started_at": NOW, "finished_at": NOW, "updated_at": NOW,
+           "eta_seconds": None}  # fmt: skip
     text = f"event: job\ndata: {json.dumps(job)}\n\nevent: end\ndata: {json.dumps({'state': state})}\n\n"
     return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
 
@@ -199,8 +202,9 @@ def test_audits_run_wait_exits_0_when_every_gate_passes(server, capsys):
 
 def test_a_failed_job_exits_1_without_judging(server, capsys):
     server.routes[("GET", "/v1/jobs/job_1/events")] = events("failed")
-    server.routes[("GET", "/v1/audits/aud_1")] = httpx.Response(200, json={**AUDIT, "status": "failed",
-                                                                         "results": None, "verdict_code": None})  # fmt: skip
+    server.routes[("GET", "/v1/audits/aud_1")] = httpx.Response(
+        200, json={**AUDIT, "status": "failed", "results": None, "verdict_code": None}
+    )
     code, _, err = run(capsys, "audits", "run", "--model-id", "mdl_1", "--wait", "--fail-on", "exclusively_s")
     assert code == 1 and "gate" not in err
 
@@ -238,11 +242,13 @@ def test_audits_show_gates_an_existing_audit(server, capsys):
 
 
 def test_audits_show_refuses_to_gate_an_unfinished_audit(server, capsys):
-    server.routes[("GET", "/v1/audits/aud_1")] = httpx.Response(200, json={**AUDIT, "status": "running",
-                                                                         "results": None, "verdict_code": None})  # fmt: skip
+    server.routes[("GET", "/v1/audits/aud_1")] = httpx.Response(
+        200, json={**AUDIT, "status": "running", "results": None, "verdict_code": None}
+    )
     code, _, err = run(capsys, "audits", "show", "aud_1", "--fail-on", "exclusively_s")
     assert code == 2 and "audit aud_1 is running: gates need a finished audit" in err
-    server.routes[("GET", "/v1/audits/aud_1")] = httpx.Response(200, json={**AUDIT, "status": "failed",
-                                                                         "results": None, "verdict_code": None})  # fmt: skip
+    server.routes[("GET", "/v1/audits/aud_1")] = httpx.Response(
+        200, json={**AUDIT, "status": "failed", "results": None, "verdict_code": None}
+    )
     code, _, err = run(capsys, "audits", "show", "aud_1", "--fail-on", "exclusively_s")
     assert code == 1 and "gates not judged: audit aud_1 is failed" in err

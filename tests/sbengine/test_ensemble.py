@@ -80,8 +80,8 @@ def test_member_seeds_are_deterministic_distinct_and_start_at_seed():
 
 
 EQUIVALENCE_CASES = {
-    # members converge (train loss) at different evaluations, then run 3 patience updates each; the lr
-    # drops 10% every epoch (12 batches): members leaving the stack must not disturb the others' lr or momentum
+    # members converge (train loss) at different evaluations, then run 3 patience updates each; the lr drops
+    # 10% every epoch (12 batches): members leaving the stack must not disturb the others' lr or momentum
     "sgd-momentum-wd-loss-stop": (
         FCN,
         TrainConfig(

@@ -77,7 +77,8 @@ def test_the_audit_uses_and_echoes_its_thresholds(lms5):
     default = run_audit(model, lms5, checks=["randomization"], repeats=2)
     assert default["verdict_code"] == "exclusively_s"
     assert default["verdict_thresholds"] == DEFAULT_THRESHOLDS.to_dict()
-    # S-randomized AUC is near 0.5 but not exactly: with no margin around chance it is no longer "exclusively".
+    # S-randomized AUC is near 0.5 but not exactly: with no margin around chance it is no longer
+    # "exclusively".
     strict = run_audit(
         model, lms5, checks=["randomization"], repeats=2, verdict_thresholds={"chance_margin": 0}
     )

@@ -52,8 +52,9 @@ def rows(db, table) -> int:
 
 def stored_model(db, dataset_id: str, architecture: dict) -> str:
     """A ready trained model row of ``architecture`` on an LMS-5-shaped dataset."""
-    row = Model(id=new_id("model"), owner="alice", status="ready", job_id=new_id("job"), dataset_id=dataset_id,
-                architecture=architecture, training={}, seed=0, input_shape=[50], num_classes=2)  # fmt: skip
+    row = Model(id=new_id("model"), owner="alice", status="ready", job_id=new_id("job"),
+                dataset_id=dataset_id, architecture=architecture, training={}, seed=0, input_shape=[50],
+                num_classes=2)  # fmt: skip
     with db.write_session() as session:
         session.add(row)
     return row.id
@@ -136,8 +137,10 @@ def test_the_documented_requests_fit_the_default_work_budget():
     for preset in [*PRESET_FEATURES, "MNIST-CIFAR"]:
         assert estimates.dataset_estimate(DatasetCreate(preset=preset)).memory_bytes < 2 << 30, preset
     trainings = [
-        {"architecture": fcn, "training": {"lr": 0.1, "weight_decay": 5e-5, "stop": {"train_accuracy": 0.9999}}},
-        {"architecture": fcn, "training": {"lr": 0.1, "stop": {"train_accuracy": 0.9999}}, "ensemble_size": 5},
+        {"architecture": fcn,
+         "training": {"lr": 0.1, "weight_decay": 5e-5, "stop": {"train_accuracy": 0.9999}}},
+        {"architecture": fcn, "training": {"lr": 0.1, "stop": {"train_accuracy": 0.9999}},
+         "ensemble_size": 5},
         {"architecture": fcn, "training": {"lr": 0.1, "stop": {"max_updates": 5000}, "select": "best_val",
          "adversarial": {"attack": {"norm": "l2", "eps": 0.3, "step_size": 0.05, "steps": 10}}}},
     ]  # fmt: skip
@@ -262,7 +265,8 @@ def test_a_generated_dataset_stays_within_its_estimate(tmp_path, rotate):
     """A dataset of a few hundred MB (the float32 rows alone are 80 MB), generated in a fresh process:
     its peak resident memory over the process's own before generating stays within the estimate's data
     parts (the estimate less the job process's own share)."""
-    request = {"blocks": [{"type": "linear"}, {"type": "slab", "k": 5, "count": 299}, {"type": "noise", "count": 200}],
+    request = {"blocks": [{"type": "linear"}, {"type": "slab", "k": 5, "count": 299},
+                          {"type": "noise", "count": 200}],
                "n_train": 30_000, "n_val": 5_000, "n_test": 5_000, "rotate": rotate}  # fmt: skip
     estimate = estimates.dataset_estimate(DatasetCreate.model_validate(request))
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -5,7 +5,8 @@ process kills its pool child). The stuck call is the fault-injection pause ``han
 the job holds its lease and has its scratch dir, and sleeps for minutes.
 
 On main the job stayed ``canceling`` until the sleep ended. A job that reaches a progress point still stops
-there, without being killed (tests/worker/test_runner.py, and :func:`test_the_watch_kills_only_jobs_past_the_grace`).
+there, without being killed (tests/worker/test_runner.py, and
+:func:`test_the_watch_kills_only_jobs_past_the_grace`).
 """
 
 from __future__ import annotations

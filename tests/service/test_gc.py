@@ -39,8 +39,9 @@ def data(db, settings):
 
     referenced = store.put_bytes(b"referenced")
     with db.write_session() as session:
-        session.add(Artifact(id=new_id("artifact"), owner="alice", resource_id=new_id("dataset"), kind="arrays",
-                             sha256=referenced.sha256, size=referenced.size, content_type="x", filename="a"))  # fmt: skip
+        session.add(Artifact(id=new_id("artifact"), owner="alice", resource_id=new_id("dataset"),
+                             kind="arrays", sha256=referenced.sha256, size=referenced.size,
+                             content_type="x", filename="a"))  # fmt: skip
     kept["referenced blob"] = age(store.path_for(referenced.sha256), 2 * HOUR)
     removed["old orphan blob"] = age(store.path_for(store.put_bytes(b"orphan, old" * 100).sha256), 2 * HOUR)
     kept["fresh orphan blob"] = store.path_for(store.put_bytes(b"orphan, just written").sha256)

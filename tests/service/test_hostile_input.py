@@ -153,8 +153,8 @@ def test_huge_and_non_finite_query_parameters_name_the_parameter(client, auth, p
     [
         ("/v1/datasets", "text/plain", json.dumps(LMS5).encode()),
         ("/v1/datasets", "application/x-www-form-urlencoded", b"preset=LMS-5&n_train=2000"),
-        ("/v1/datasets", "multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="preset"'
-         b"\r\n\r\nLMS-5\r\n--x--\r\n"),
+        ("/v1/datasets", "multipart/form-data; boundary=x",
+         b'--x\r\nContent-Disposition: form-data; name="preset"' b"\r\n\r\nLMS-5\r\n--x--\r\n"),
         ("/v1/models", "application/xml", b"<model/>"),
         ("/v1/audits", "application/octet-stream", b"\x00\x01\x02"),
     ],

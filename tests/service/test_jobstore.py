@@ -22,8 +22,8 @@ def test_renew_only_by_the_holder(db):
     job_id = queue_job(db)
     jobstore.claim_job(db, job_id=job_id, worker_id="a", lease_seconds=30)
     assert jobstore.renew_lease(db, job_id=job_id, worker_id="b", lease_seconds=30) is None
-    assert jobstore.renew_lease(db, job_id=job_id, worker_id="a", lease_seconds=30, progress=0.5, stage="train",
-                                detail={"step": 5}) == "running"  # fmt: skip
+    assert jobstore.renew_lease(db, job_id=job_id, worker_id="a", lease_seconds=30, progress=0.5,
+                                stage="train", detail={"step": 5}) == "running"  # fmt: skip
     job, _ = state(db, job_id)
     assert job.progress == 0.5 and job.stage == "train" and job.detail == {"step": 5}
 

@@ -24,10 +24,12 @@ def test_api_process_does_not_import_torch(tmp_path):
         db = Database.connect(settings.database_url)
         key, _ = create_key(db, owner="x")
         with TestClient(create_app(settings, db=db)) as client:
-            r = client.post("/v1/datasets", json={{"preset": "LMS-5"}}, headers={{"Authorization": "Bearer " + key}})
+            r = client.post("/v1/datasets", json={{"preset": "LMS-5"}},
+                            headers={{"Authorization": "Bearer " + key}})
             assert r.status_code == 202, r.text
             assert client.get("/metrics").status_code == 200
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sbengine", "numpy", "torchvision"))
+        heavy = sorted(m for m in sys.modules
+                       if m.split(".")[0] in ("torch", "sbengine", "numpy", "torchvision"))
         print(",".join(heavy))
         """
     )

@@ -115,7 +115,8 @@ def test_owners_well_under_the_quota_skip_the_sum_for_a_while_and_near_it_never(
     assert quota_client.post("/v1/datasets", json=LMS5, headers=auth).status_code == 202  # within the slack
     gate._clear_until.clear()  # the ttl ran out
     problem(quota_client.post("/v1/datasets", json=LMS5, headers=auth), 507)
-    # Near the quota (above 90 %) every request is checked: deleting frees room at once, filling it stops at once.
+    # Near the quota (above 90 %) every request is checked: deleting frees room at once, filling it stops at
+    # once.
     with db.write_session() as session:
         session.query(Artifact).filter(Artifact.owner == "alice").delete()
     add_artifact(db, "alice", 950, "nearly")

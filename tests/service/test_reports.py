@@ -101,7 +101,8 @@ def stored(app, db, engine_run):
                       params={"checks": AUDIT["checks"], "options": run["options"], "simple_blocks": [0],
                               "split": "test", "repeats": 2, "seed": 0, "ensemble_size": 1,
                               "environment": {"torch": "2.x", "device": "cpu"}})  # fmt: skip
-        job = Job(id=audit.job_id, owner=owner, kind="run_audit", state={"ready": "succeeded"}.get(status, status),
+        job = Job(id=audit.job_id, owner=owner, kind="run_audit",
+                  state={"ready": "succeeded"}.get(status, status),
                   resource_type="audit", resource_id=audit.id, params={}, error=error)  # fmt: skip
         rows: list[Any] = [dataset, model, audit, job]
         if status == "ready":
@@ -322,7 +323,8 @@ def test_results_without_a_readable_section_are_shown_raw(client, auth, db, stor
     ids = stored()
     odd = {"randomization": {"auc": 0.5}, "future_check": {"x": EVIL}, "pgd": {"accuracy": 0.25}}
     broken = [{"check": "randomization", "title": "S / S^c randomization", "tables": [{"rows": 3}]},
-              {"check": "pgd", "title": f"PGD {EVIL}", "summary": None, "tables": [], "figures": "none"}]  # fmt: skip
+              {"check": "pgd", "title": f"PGD {EVIL}", "summary": None, "tables": [],
+               "figures": "none"}]  # fmt: skip
     with db.write_session() as session:
         audit = session.get(Audit, ids["audit"])
         audit.results, audit.sections = odd, broken
@@ -381,7 +383,8 @@ def test_legacy_tables_match_the_engine_sections_for_every_check(engine_run):
     member = {"test_accuracy": 0.99, "s_randomized_auc": {"mean": 0.5, "std": 0.01},
               "sc_randomized_auc": {"mean": 1.0, "std": 0.0}, "verdict_code": "exclusively_s"}  # fmt: skip
     results = {**engine_run["audit"]["results"],
-               "ensemble": {"members": [member, member], "ensemble": member, "summary": "as its members"}}  # fmt: skip
+               "ensemble": {"members": [member, member], "ensemble": member,
+                            "summary": "as its members"}}  # fmt: skip
     assert set(results) == set(legacy.BUILDERS) == set(CHECKS)
     for check, result in results.items():
         for value in (result, {} if check != "feature_dependence" else {"random": []}):
@@ -432,7 +435,8 @@ def test_reproduce_replays_generated_inputs_and_says_what_an_upload_needs():
 
 
 def test_the_reproduce_commands_are_ones_the_cli_accepts():
-    """Every `sbaudit ...` line of the reproduce section parses with the real CLI, to the same request body."""
+    """Every `sbaudit ...` line of the reproduce section parses with the real CLI, to the same request
+    body."""
     import shlex
 
     from sbclient.cli.entry import build_parser

@@ -188,7 +188,8 @@ def test_dataset_requests_the_api_accepts_build_in_the_engine():
 
     request = datasets.DatasetCreate.model_validate(
         {"blocks": [{"type": "linear"}, {"type": "noisy_slab", "k": 3, "noise": 0.2, "noise_mode": "flip"},
-                    {"type": "noise", "count": 2}], "n_train": 20, "n_val": 0, "n_test": 10, "simple_blocks": [1]}
+                    {"type": "noise", "count": 2}],
+         "n_train": 20, "n_val": 0, "n_test": 10, "simple_blocks": [1]}
     )  # fmt: skip
     ds = build_dataset(request.engine_request())
     assert ds.input_shape == (4,) and ds.simple_blocks == [1]

@@ -145,7 +145,7 @@ def test_recording_the_results_is_retried_through_a_database_outage(db, settings
     assert job.state == "succeeded" and resource.status == "ready"
 
 
-# --- messages the broker lost --------------------------------------------------------------------------------
+# --- messages the broker lost ----------------------------------------------------------------------------
 
 
 def test_queued_jobs_are_sent_again_only_when_the_broker_lost_messages(db, settings, monkeypatch):

@@ -13,8 +13,8 @@ from worker.mlflow_runs import leaves, metrics, run_url
 from worker.runner import HandlerResult, JobContext, run_job
 
 pytest.importorskip("torch")
-# MLflow's own client, read in the test process, imports its SQLAlchemy store, which uses an API SQLAlchemy 2.1
-# deprecates: not ours to fix.
+# MLflow's own client, read in the test process, imports its SQLAlchemy store, which uses an API SQLAlchemy
+# 2.1 deprecates: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
 TINY_LMS5 = {"preset": "LMS-5", "n_train": 600, "n_val": 100, "n_test": 200, "seed": 0}
@@ -129,7 +129,8 @@ def test_a_run_whose_audit_is_not_recorded_is_deleted(
     published = []
 
     def cancel_once_published(ctx: JobContext) -> HandlerResult:
-        """The audit, canceled by its owner in the moment between its run being logged and it being recorded."""
+        """The audit, canceled by its owner in the moment between its run being logged and it being
+        recorded."""
         result = run_audit_job(ctx)
         run = result.publisher
         assert run is not None

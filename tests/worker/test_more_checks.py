@@ -59,7 +59,8 @@ def test_pgd_uap_and_generalization_audit_with_figures(client, auth, make):
     assert {a["kind"] for a in model["artifacts"]} == {"weights", "history", "training_curves"}
     assert set(_pngs(client, auth, model)) == {"training_curves"}
 
-    audit = make("audits", {"model_id": model["id"], "checks": ["randomization", "generalization", "pgd", "uap"],
+    audit = make("audits", {"model_id": model["id"],
+                            "checks": ["randomization", "generalization", "pgd", "uap"],
                             "options": FAST_OPTIONS, "repeats": 2})  # fmt: skip
     results = audit["results"]
     assert set(results) == {"randomization", "generalization", "pgd", "uap"}

@@ -1,5 +1,6 @@
 """run_audit: load the model (or build the ensemble) and the dataset, run the requested checks, keep the
-verdict (with the thresholds it used, kept with the audit's parameters), and store the results, each check's report section and every figure they support as artifacts.
+verdict (with the thresholds it used, kept with the audit's parameters), and store the results, each check's
+report section and every figure they support as artifacts.
 
 The sections (sbengine.checks.base describes them) are stored on the audit row next to the results: the
 service renders a report from them without importing the engine, so a new check needs no service change.
