@@ -192,7 +192,9 @@ class Client:
     def compare_audits(self, audit_ids: Sequence[str]) -> AuditComparison:
         """Two or more finished audits side by side: every figure with its delta from the first audit, and
         each audit's verdict and whether it changed."""
-        return cast(AuditComparison, self._get_json("/v1/audits/compare", params={"ids": ",".join(audit_ids)}))
+        return cast(
+            AuditComparison, self._get_json("/v1/audits/compare", params={"ids": ",".join(audit_ids)})
+        )
 
     def comparison_url(self, audit_ids: Sequence[str]) -> str:
         """Where a browser shows the comparison of these audits."""

@@ -286,7 +286,8 @@ def reap_expired(
                     session,
                     job,
                     FAILED,
-                    error=f"the worker running this job stopped responding on each of {job.max_attempts} attempts",
+                    error="the worker running this job stopped responding on each of "
+                    f"{job.max_attempts} attempts",
                 )
             if job.state in TERMINAL_STATES:
                 ended.append(job_id)

@@ -155,7 +155,8 @@ class Audit(_Resource, Base):
 
 class Artifact(Base):
     __tablename__ = "artifacts"
-    # Covers an owner's storage usage (service/quota.py: the distinct blobs and their sizes) without the table.
+    # Covers an owner's storage usage (service/quota.py: the distinct blobs and their sizes) without the
+    # table.
     __table_args__ = (Index("ix_artifacts_owner_blob", "owner", "sha256", "size"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

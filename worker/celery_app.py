@@ -297,6 +297,8 @@ class CeleryExecutor:
                 try:
                     send(self.app, self.db, job_ids)
                 except Exception:  # committed as queued: the reaper sends them later
-                    log.exception("sending jobs %s to the broker failed; they stay queued", ", ".join(job_ids))
+                    log.exception(
+                        "sending jobs %s to the broker failed; they stay queued", ", ".join(job_ids)
+                    )
             if None in batch:
                 return

@@ -422,7 +422,8 @@ def comparison_view(comparison: Mapping[str, Any], *, changed_only: bool = False
                     cells.append(delta_text(row["deltas"][i]))
             table.add_row(*cells, style="bold" if row.get("changed") else None)
         changed = sum(1 for r in check.get("rows") or [] if r.get("changed"))
-        title = f"{check['title']} ({check['check']}): {changed} of {len(check.get('rows') or [])} figures changed"
+        figures = len(check.get("rows") or [])
+        title = f"{check['title']} ({check['check']}): {changed} of {figures} figures changed"
         parts.append(_titled(title, table))
     if changed_only and len(parts) == 1:
         parts.append(Text("No figure differs from the baseline."))

@@ -85,8 +85,9 @@ def _register_datasets(subparsers: Subparsers, common: argparse.ArgumentParser) 
         "create",
         parents=[common],
         help="generate a dataset from a preset or a block composition",
-        description="Generate a dataset: --preset LMS-5 (MS-(5,7), noisy-LMS-7, MNIST-CIFAR, ...) or --blocks "
-        '\'[{"type": "linear"}, {"type": "slab", "k": 5, "count": 49}]\'. Sizes default to the preset\'s.',
+        description="Generate a dataset: --preset LMS-5 (MS-(5,7), noisy-LMS-7, MNIST-CIFAR, ...) or "
+        '--blocks \'[{"type": "linear"}, {"type": "slab", "k": 5, "count": 49}]\'. '
+        "Sizes default to the preset's.",
     )
     source = create.add_mutually_exclusive_group()
     source.add_argument("--preset", help="a preset name, e.g. LMS-5")
@@ -110,8 +111,10 @@ def _register_models(subparsers: Subparsers, common: argparse.ArgumentParser) ->
     actions = _group(subparsers, "models", "train, upload and inspect models")
     train = actions.add_parser("train", parents=[common], help="train a model on a dataset")
     train.add_argument("--dataset-id", help="the dataset to train on")
-    train.add_argument("--architecture",
-                       help='JSON (or @file), e.g. \'{"name": "fcn", "width": 100, "depth": 2}\', or just a name')  # fmt: skip
+    train.add_argument(
+        "--architecture",
+        help='JSON (or @file), e.g. \'{"name": "fcn", "width": 100, "depth": 2}\', or just a name',
+    )
     train.add_argument("--training", help="JSON (or @file): optimizer, lr, batch_size, stop, ...")
     train.add_argument("--seed", type=int)
     train.add_argument("--ensemble-size", type=int, help="members trained independently")
@@ -135,8 +138,11 @@ def _register_audits(subparsers: Subparsers, common: argparse.ArgumentParser) ->
         "--simple-blocks", help="block indices forming S, e.g. 0 or 0,2 (default: the dataset's)"
     )
     run.add_argument("--options", help='JSON (or @file) options per check, e.g. \'{"pgd": {"eps": 0.25}}\'')
-    run.add_argument("--verdict-thresholds", metavar="JSON",
-                     help='JSON (or @file) thresholds of the verdict, e.g. \'{"chance_margin": 0.05}\'')  # fmt: skip
+    run.add_argument(
+        "--verdict-thresholds",
+        metavar="JSON",
+        help="JSON (or @file) thresholds of the verdict, e.g. '{\"chance_margin\": 0.05}'",
+    )
     run.add_argument("--split", help="test (default), val or train")
     run.add_argument("--repeats", type=int, help="permutations averaged per figure")
     run.add_argument("--seed", type=int)
@@ -144,8 +150,14 @@ def _register_audits(subparsers: Subparsers, common: argparse.ArgumentParser) ->
     _wait_option(run)
     cli_gates.add_options(run)
     run.set_defaults(handler=run_audit)
-    show = _show_and_list(actions, common, "audit", show_audit, list_audits,
-                          {"--status": "ready, failed, ...", "--model-id": "audits of this model"})  # fmt: skip
+    show = _show_and_list(
+        actions,
+        common,
+        "audit",
+        show_audit,
+        list_audits,
+        {"--status": "ready, failed, ...", "--model-id": "audits of this model"},
+    )
     cli_gates.add_options(show)
     report = actions.add_parser("report", parents=[common], help="save an audit's HTML report")
     report.add_argument("id")
@@ -163,17 +175,30 @@ def _register_audits(subparsers: Subparsers, common: argparse.ArgumentParser) ->
         "export", parents=[common], help="save an audit's results as CSV or its report as one HTML file"
     )
     export.add_argument("id")
-    export.add_argument("--format", choices=("csv", "html"), default="csv",
-                        help="csv: one row per check, figure, block and statistic; html: the report (default: csv)")  # fmt: skip
-    export.add_argument("-o", "--output", type=Path, default=Path("."),
-                        help="file or folder to save to (default: <id>-results.csv or <id>-report.html, here)")  # fmt: skip
+    export.add_argument(
+        "--format",
+        choices=("csv", "html"),
+        default="csv",
+        help="csv: one row per check, figure, block and statistic; html: the report (default: csv)",
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("."),
+        help="file or folder to save to (default: <id>-results.csv or <id>-report.html, here)",
+    )
     export.set_defaults(handler=export_audit)
 
 
 def _register_jobs(subparsers: Subparsers, common: argparse.ArgumentParser) -> None:
     actions = _group(subparsers, "jobs", "follow, list and cancel jobs")
-    watch = actions.add_parser("watch", parents=[common], help="follow a job with a progress bar until it ends",
-                               description="Exit status 0 when the job succeeded, 1 when it failed or was canceled.")  # fmt: skip
+    watch = actions.add_parser(
+        "watch",
+        parents=[common],
+        help="follow a job with a progress bar until it ends",
+        description="Exit status 0 when the job succeeded, 1 when it failed or was canceled.",
+    )
     watch.add_argument("id")
     watch.set_defaults(handler=watch_job)
     cancel = actions.add_parser("cancel", parents=[common], help="cancel a job")
@@ -238,7 +263,9 @@ def train_model(args: argparse.Namespace, client: Client) -> int:
 def run_audit(args: argparse.Namespace, client: Client) -> int:
     gates = cli_gates.from_args(args)
     if gates and not args.wait:
-        raise CliError("--fail-on / --fail-if need --wait (or gate a finished audit: sbaudit audits show ID ...)")
+        raise CliError(
+            "--fail-on / --fail-if need --wait (or gate a finished audit: sbaudit audits show ID ...)"
+        )
     body = _body(args, {
         "model_id": args.model_id, "model_ids": _names(args.model_ids), "dataset_id": args.dataset_id,
         "checks": _names(args.checks), "simple_blocks": int_list(args.simple_blocks, "--simple-blocks"),
@@ -287,8 +314,12 @@ def _show(args: argparse.Namespace, kind: str, resource: Any, client: Client) ->
         cli_render.print_json(resource)
         return
     out = cli_render.console()
-    view = {"dataset": cli_render.dataset_view, "model": cli_render.model_view, "audit": cli_render.audit_view,
-            "job": cli_render.job_view}[kind]  # fmt: skip
+    view = {
+        "dataset": cli_render.dataset_view,
+        "model": cli_render.model_view,
+        "audit": cli_render.audit_view,
+        "job": cli_render.job_view,
+    }[kind]
     out.print(view(resource))
     if kind == "audit" and resource.get("status") == "ready":
         out.print(f"report: {client.report_url(resource['id'])}")
@@ -415,4 +446,3 @@ def get_artifact(args: argparse.Namespace, client: Client) -> int:
     path = client.download_artifact(args.artifact_id, args.output)
     print(path)
     return 0
-

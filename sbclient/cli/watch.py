@@ -88,8 +88,15 @@ def _follow_plain(client: Client, job_id: str, console: Console) -> Job:
             return
         last_key, last_time = key, now
         status = _status(job)
-        parts = [job_id, job["state"], job.get("stage") or "", f"{100 * job['progress']:.0f}%", status["steps"],
-                 status["metrics"], status["eta"]]  # fmt: skip
+        parts = [
+            job_id,
+            job["state"],
+            job.get("stage") or "",
+            f"{100 * job['progress']:.0f}%",
+            status["steps"],
+            status["metrics"],
+            status["eta"],
+        ]
         console.print(Text("  ".join(p for p in parts if p)))
 
     return client.wait(job_id, on_event=show)

@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(host=args.host, port=args.port)
     if settings.api_workers > 1 and not settings.broker_url:
         raise CliError(
-            "SBAUDIT_API_WORKERS > 1 needs SBAUDIT_BROKER_URL: in embedded mode one process serves and runs jobs"
+            "SBAUDIT_API_WORKERS > 1 needs SBAUDIT_BROKER_URL: "
+            "in embedded mode one process serves and runs jobs"
         )
     _check_port_free(settings.host, settings.port)
     configure_logging(settings.log_level)
@@ -129,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
         db.dispose()  # each API process opens its own pool (sbserver/asgi.py)
         if api_processes.reuse_port_supported():
             return api_processes.serve(options, settings.api_workers, grace_seconds=GRACEFUL_SHUTDOWN_SECONDS)
-        uvicorn.run("sbserver.asgi:create_app_from_env", factory=True, workers=settings.api_workers, **options)
+        uvicorn.run(
+            "sbserver.asgi:create_app_from_env", factory=True, workers=settings.api_workers, **options
+        )
         return 0
     executor = _executor(settings, db)
     app = create_app(settings, db=db, executor=executor, upload_validator=upload_validator_program())

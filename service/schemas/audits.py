@@ -136,7 +136,8 @@ class VerdictThresholds(StrictModel):
         default=0.1,
         ge=0,
         le=1,
-        description="A randomized metric within chance ± this: the model no longer predicts without that part.",
+        description="A randomized metric within chance ± this: the model no longer predicts without that "
+        "part.",
     )
     unchanged_margin: float = Field(
         default=0.02,
@@ -160,7 +161,8 @@ class MlflowRequest(StrictModel):
         default=None,
         min_length=1,
         max_length=256,
-        description="MLflow experiment, created if missing (default: the server's SBAUDIT_MLFLOW_EXPERIMENT).",
+        description="MLflow experiment, created if missing "
+        "(default: the server's SBAUDIT_MLFLOW_EXPERIMENT).",
     )
     run_name: str | None = Field(
         default=None, min_length=1, max_length=250, description="Default: the audit's name, else its id."
@@ -197,7 +199,8 @@ class AuditCreate(StrictModel):
     )
     verdict_thresholds: VerdictThresholds = Field(
         default_factory=VerdictThresholds,
-        description='The verdict\'s thresholds, e.g. {"chance_margin": 0.05}; the others keep their defaults.',
+        description='The verdict\'s thresholds, e.g. {"chance_margin": 0.05}; '
+        "the others keep their defaults.",
     )
     simple_blocks: list[Annotated[int, Field(ge=0)]] | None = Field(
         default=None,

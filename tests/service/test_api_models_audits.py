@@ -20,8 +20,12 @@ def test_create_model_stores_the_resolved_config(client, auth, ready_dataset):
     assert model["id"].startswith("mdl_") and model["status"] == "queued"
     assert model["architecture"]["activation"] == "relu"  # defaults filled in, as the engine will build it
     assert model["training"]["stop"] == {
-        "train_accuracy": 0.9999, "train_loss": None, "max_updates": 100000, "max_epochs": None, "patience_updates": 0
-    }  # fmt: skip
+        "train_accuracy": 0.9999,
+        "train_loss": None,
+        "max_updates": 100000,
+        "max_epochs": None,
+        "patience_updates": 0,
+    }
     assert model["input_shape"] == [50]
     job = client.get(f"/v1/jobs/{model['job_id']}", headers=auth).json()
     assert job["kind"] == "train_model"

@@ -59,13 +59,27 @@ def test_model_request_errors(client, auth, ready_dataset):
         ({**base, "training": {"adversarial": {"attack": {"eps": 0.3}}}}, f"{adv}.attack.step_size"),
         ({**base, "training": {"adversarial": {"attack": {**ATTACK, "eps": 0}}}}, f"{adv}.attack.eps"),
         ({**base, "training": {"adversarial": {"attack": {**ATTACK, "steps": 1001}}}}, f"{adv}.attack.steps"),
-        ({**base, "training": {"adversarial": {"attack": {**ATTACK, "loss": "targeted"}}}}, f"{adv}.attack.loss"),
-        ({**base, "training": {"adversarial": {"attack": {**ATTACK, "bounds": [1, 0]}}}}, f"{adv}.attack.bounds"),
-        ({**base, "training": {"adversarial": {"attack": ATTACK, "eval_attack": {"eps": -1, "step_size": 1}}}},
-         f"{adv}.eval_attack.eps"),
-        ({**base, "training": {"adversarial": {"attack": ATTACK, "eval_examples": 0}}}, f"{adv}.eval_examples"),
+        (
+            {**base, "training": {"adversarial": {"attack": {**ATTACK, "loss": "targeted"}}}},
+            f"{adv}.attack.loss",
+        ),
+        (
+            {**base, "training": {"adversarial": {"attack": {**ATTACK, "bounds": [1, 0]}}}},
+            f"{adv}.attack.bounds",
+        ),
+        (
+            {
+                **base,
+                "training": {"adversarial": {"attack": ATTACK, "eval_attack": {"eps": -1, "step_size": 1}}},
+            },
+            f"{adv}.eval_attack.eps",
+        ),
+        (
+            {**base, "training": {"adversarial": {"attack": ATTACK, "eval_examples": 0}}},
+            f"{adv}.eval_examples",
+        ),
         ({**base, "training": {"adversarial": {"attack": ATTACK, "epsilon": 1}}}, f"{adv}.epsilon"),
-    ]  # fmt: skip
+    ]
     for body, field in cases:
         assert field in fields(client.post("/v1/models", json=body, headers=auth)), body
     three = ready_dataset(description={**LMS5_DESCRIPTION, "num_classes": 3})
@@ -114,18 +128,35 @@ def test_audit_option_errors(client, auth, db, ready_dataset):
         ({**base, "checks": ["pgd"], "options": {"pgd": {"epsilon": 1}}}, "body.options.pgd.epsilon"),
         ({**base, "checks": ["uap"], "options": {"uap": {"method": "lbfgs"}}}, "body.options.uap.method"),
         ({**base, "checks": ["uap"], "options": {"uap": {"epochs": 101}}}, "body.options.uap.epochs"),
-        ({**base, "checks": ["uap"], "options": {"uap": {"fit_split": "holdout"}}}, "body.options.uap.fit_split"),
-        ({**base, "checks": ["feature_dependence"], "options": {"feature_dependence": {"methods": ["shap"]}}},
-         "body.options.feature_dependence.methods.0"),
-        ({**base, "checks": ["feature_dependence"], "options": {"feature_dependence": {"methods": []}}},
-         "body.options.feature_dependence.methods"),
-        ({**base, "checks": ["feature_dependence"], "options": {"feature_dependence": {"sample_fraction": 0}}},
-         "body.options.feature_dependence.sample_fraction"),
+        (
+            {**base, "checks": ["uap"], "options": {"uap": {"fit_split": "holdout"}}},
+            "body.options.uap.fit_split",
+        ),
+        (
+            {
+                **base,
+                "checks": ["feature_dependence"],
+                "options": {"feature_dependence": {"methods": ["shap"]}},
+            },
+            "body.options.feature_dependence.methods.0",
+        ),
+        (
+            {**base, "checks": ["feature_dependence"], "options": {"feature_dependence": {"methods": []}}},
+            "body.options.feature_dependence.methods",
+        ),
+        (
+            {
+                **base,
+                "checks": ["feature_dependence"],
+                "options": {"feature_dependence": {"sample_fraction": 0}},
+            },
+            "body.options.feature_dependence.sample_fraction",
+        ),
         ({**base, "options": {"randomization": {}}}, "body.options.randomization"),
         ({**base, "checks": ["ensemble"]}, "body.checks"),
         ({**base, "combine": "probs"}, "body.combine"),
         ({**base, "combine": "mean"}, "body.combine"),
-    ]  # fmt: skip
+    ]
     for body, field in cases:
         assert field in fields(client.post("/v1/audits", json=body, headers=auth)), body
     no_val = ready_dataset(description={**LMS5_DESCRIPTION, "sizes": {"train": 100, "test": 10}})
