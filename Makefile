@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 # Lint, the import contracts (pyproject.toml [tool.importlinter]), then every test.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
@@ -29,6 +30,7 @@ fuzz: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m mypy
 
