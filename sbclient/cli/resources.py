@@ -5,6 +5,9 @@ Results go to stdout (a readable summary, or the resource's JSON with ``--json``
 ``--wait`` on a create command follows the job with a progress bar and exits 1 unless it succeeded. A
 refusal is one line, ``sbaudit: error: 422 body.n_train: ...`` (exit status 2). ``audits run --wait`` and
 ``audits show`` take gates (sbclient.cli.gates): exit status 3 when one trips.
+
+It is over 400 lines because it holds one parser and one handler per client command, in the order of
+``sbaudit --help``; what they share lives in connect.py, upload.py, watch.py, gates.py and render.py.
 """
 
 from __future__ import annotations
