@@ -6,10 +6,13 @@ may ask for. Each violation is a 422 naming the field, before any job is queued.
 
 from __future__ import annotations
 
+import math
+
 from service.errors import field_error
 from service.schemas.audits import AuditCreate
 from service.schemas.datasets import DatasetCreate
 from service.schemas.models import ModelCreate
+from service.schemas.uploads import BOX_AXES, DatasetUpload, ModelUpload
 from service.settings import Settings
 
 
@@ -34,6 +37,41 @@ def check_dataset(body: DatasetCreate, settings: Settings) -> None:
     if body.blocks is not None:
         dims = sum(b.count for b in body.blocks)
         _at_most("body.blocks", dims, settings.max_features, "coordinates in total (SBAUDIT_MAX_FEATURES)")
+
+
+def check_model_upload(
+    body: ModelUpload, input_shape: list[int], num_classes: int, settings: Settings
+) -> None:
+    """An uploaded model's input size and classes (declared, or its dataset's), before the validator builds
+    the model and runs a batch through it."""
+    source = "body.dataset_id"
+    _at_most(
+        "body.input_shape" if body.input_shape else source,
+        math.prod(input_shape),
+        settings.max_input_size,
+        f"values per example, for inputs {tuple(input_shape)} (SBAUDIT_MAX_INPUT_SIZE)",
+    )
+    _at_most(
+        "body.num_classes" if body.num_classes else source,
+        num_classes,
+        settings.max_classes,
+        "classes (SBAUDIT_MAX_CLASSES)",
+    )
+
+
+def check_dataset_upload(body: DatasetUpload, settings: Settings) -> None:
+    """What an uploaded dataset's form declares, before the validator indexes the arrays with it."""
+    _at_most("body.num_classes", body.num_classes, settings.max_classes, "classes (SBAUDIT_MAX_CLASSES)")
+    for i, block in enumerate(body.blocks):
+        ends = {"indices": max(block.indices) + 1} if block.indices else {}
+        ends.update({axis: box[1] for axis in BOX_AXES if (box := getattr(block, axis)) is not None})
+        for option, end in ends.items():
+            _at_most(
+                f"body.blocks.{i}.{option}",
+                end,
+                settings.max_input_size,
+                "values per example, which this block reaches (SBAUDIT_MAX_INPUT_SIZE)",
+            )
 
 
 def check_model(body: ModelCreate, settings: Settings) -> None:

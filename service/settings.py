@@ -128,7 +128,22 @@ class Settings(BaseSettings):
     upload_check_memory_bytes: int = Field(
         default=16 << 30, ge=1 << 28, description="Address-space limit of the validator (torch maps ~3 GiB)."
     )
-    upload_check_concurrency: int = Field(default=2, ge=1, le=64)
+    upload_check_concurrency: int = Field(
+        default=2, ge=1, le=64, description="Validators running at once per API process; past it: 503."
+    )
+    # The validator's sandbox (service/uploads/sandbox.py): the user it runs as when the server runs as
+    # root ("" keeps root's uid: only for hosts where no other user can run the interpreter), and where its
+    # private working directories go (default: the system's temp dir; outside the data dir, which that user
+    # must not read; on the data dir's filesystem, an upload is moved there instead of copied).
+    upload_validator_user: str = Field(default="nobody", max_length=64)
+    upload_sandbox_dir: Path | None = None
+    # Bounds on what an upload form declares, checked before the validator starts.
+    max_input_size: int = Field(
+        default=1 << 18,
+        ge=1,
+        description="Upper bound on an upload's values per example (input_shape product).",
+    )
+    max_classes: int = Field(default=10_000, ge=2, description="Upper bound on an upload's num_classes.")
 
     # Token buckets per API key (service/ratelimit.py), per API process; 0 disables a limit.
     rate_limit_per_second: float = Field(default=50.0, ge=0)

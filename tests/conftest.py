@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from service_testing import LMS5_DESCRIPTION
+from upload_testing import validator_user_env
 
 from service import migrate
 from service.auth import create_key
@@ -30,10 +31,13 @@ def mlflow_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No SBAUDIT_* setting from the developer's shell leaks into a test."""
+    """No SBAUDIT_* setting from the developer's shell leaks into a test (but the upload validator's user
+    where this interpreter needs it: upload_testing.validator_user_env)."""
     for name in list(os.environ):
         if name.startswith("SBAUDIT_"):
             monkeypatch.delenv(name)
+    for name, value in validator_user_env().items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

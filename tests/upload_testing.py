@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +80,25 @@ def assert_nothing_left(settings, artifacts_before: set[Path]) -> None:
     leftovers = list(uploads.iterdir()) if uploads.exists() else []
     assert leftovers == [], f"left in {uploads}: {leftovers}"
     assert stored_files(settings) == artifacts_before
+
+
+@functools.cache
+def validator_user_env() -> dict[str, str]:
+    """``SBAUDIT_UPLOAD_VALIDATOR_USER`` for tests that run the real validator program. Started by root, it
+    runs as ``nobody``, who must be able to execute this interpreter; where it cannot (a pyenv under a 0700
+    /root, as on the development VM), those tests keep root's uid ("") and the uid and network steps are
+    tested with a probe on an interpreter nobody can run (tests/security/test_validator_sandbox.py)."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        subprocess.run(
+            [sys.executable, "-I", "-c", "import encodings"],
+            user="nobody",
+            extra_groups=[],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"SBAUDIT_UPLOAD_VALIDATOR_USER": ""}
+    return {}

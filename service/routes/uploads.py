@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import quota
+from service import limits, quota
 from service.auth import CurrentPrincipal, Principal
 from service.db import Database
 from service.errors import field_error
@@ -47,8 +47,8 @@ from service.schemas.uploads import (
 from service.settings import Settings
 from service.storage import ArtifactStore, StoredBlob
 from service.uploads.rejected import Rejected
-from service.uploads.stream import ReceivedUpload, as_problem, receive_upload
-from service.uploads.validator import validate
+from service.uploads.stream import FILE_NAME, ReceivedUpload, as_problem, receive_upload
+from service.uploads.validator import validated
 from service.views import artifacts_by_resource, dataset_read, model_read
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
@@ -60,6 +60,9 @@ UploadStore = Callable[[Request, str, Settings, ReceivedUpload], Awaitable[JSONR
 MODEL_UPLOAD_PATH = "/v1/models/uploads"
 DATASET_UPLOAD_PATH = "/v1/datasets/uploads"
 UPLOAD_PATHS = (MODEL_UPLOAD_PATH, DATASET_UPLOAD_PATH)
+# What the validator writes into its working directory (service/uploads/sandbox.py).
+WEIGHTS_NAME = "weights.safetensors"
+DATASET_NAME = "dataset"
 
 _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: problem("The multipart body is malformed or truncated (problem+json)."),
@@ -389,6 +392,7 @@ async def _upload_model(
     body: ModelUpload = _validated(ModelUpload, upload.fields)
     _check_architecture_limits(body.architecture, settings)
     shape, classes = await anyio.to_thread.run_sync(_model_defaults, db, owner, body)
+    limits.check_model_upload(body, shape, classes, settings)
     _check_fits(body.architecture, shape)
     declared = {
         "architecture": body.architecture.model_dump(mode="json"),
@@ -400,26 +404,26 @@ async def _upload_model(
     existing = await anyio.to_thread.run_sync(_existing_model, db, owner, upload.sha256, declared)
     if existing is not None:
         return _created(existing, f"/v1/models/{existing.id}", 200)
-    weights = upload.directory / "weights.safetensors"
-    answer = await validate(
+    validation = validated(
         {
             "kind": "checkpoint",
-            "path": str(upload.file_path),
             "max_bytes": settings.max_upload_bytes,
-            "output": str(weights),
+            "output": WEIGHTS_NAME,
             **{k: declared[k] for k in ("architecture", "input_shape", "num_classes", "normalization")},
         },
+        upload=upload.directory / FILE_NAME,
         program=request.app.state.upload_validator,
         settings=settings,
-        workdir=upload.directory,
     )
-    _check_room(upload, [weights])
-    read = await anyio.to_thread.run_sync(
-        lambda: _record_model(
-            db, request.app.state.store, owner=owner, name=body.name, upload=upload, fmt=answer["format"],
-            declared=declared, answer=answer, weights=weights,
-        )
-    )  # fmt: skip
+    async with validation as (answer, outputs):
+        weights = outputs / WEIGHTS_NAME
+        _check_room(upload, [weights])
+        read = await anyio.to_thread.run_sync(
+            lambda: _record_model(
+                db, request.app.state.store, owner=owner, name=body.name, upload=upload,
+                fmt=answer["format"], declared=declared, answer=answer, weights=weights,
+            )
+        )  # fmt: skip
     return _created(read, f"/v1/models/{read.id}", 201)
 
 
@@ -503,11 +507,10 @@ async def _upload_dataset(
     request: Request, owner: str, settings: Settings, upload: ReceivedUpload
 ) -> JSONResponse:
     body: DatasetUpload = _validated(DatasetUpload, upload.fields)
-    out = upload.directory / "dataset"
-    answer = await validate(
+    limits.check_dataset_upload(body, settings)
+    validation = validated(
         {
             "kind": "dataset",
-            "path": str(upload.file_path),
             "max_bytes": settings.max_upload_bytes,
             "max_samples": settings.max_samples,
             "blocks": [b.model_dump(mode="json", exclude_none=True) for b in body.blocks],
@@ -515,17 +518,19 @@ async def _upload_dataset(
             "num_classes": body.num_classes,
             "name": body.name,
             "sha256": upload.sha256,
-            "output": str(out),
+            "output": DATASET_NAME,
         },
+        upload=upload.directory / FILE_NAME,
         program=request.app.state.upload_validator,
         settings=settings,
-        workdir=upload.directory,
     )
-    _check_room(upload, [out / "arrays.npz", out / "dataset.json"])
-    read = await anyio.to_thread.run_sync(
-        lambda: _record_dataset(
-            request.app.state.db, request.app.state.store, owner=owner, body=body, upload=upload,
-            fmt=answer["format"], description=answer["description"], out=out,
-        )
-    )  # fmt: skip
+    async with validation as (answer, outputs):
+        out = outputs / DATASET_NAME
+        _check_room(upload, [out / "arrays.npz", out / "dataset.json"])
+        read = await anyio.to_thread.run_sync(
+            lambda: _record_dataset(
+                request.app.state.db, request.app.state.store, owner=owner, body=body, upload=upload,
+                fmt=answer["format"], description=answer["description"], out=out,
+            )
+        )  # fmt: skip
     return _created(read, f"/v1/datasets/{read.id}", 201)

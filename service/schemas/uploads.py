@@ -16,6 +16,7 @@ from service.schemas.common import Name, StrictModel
 from service.schemas.models import Architecture
 
 MAX_UPLOAD_BLOCKS = 1000
+BOX_AXES = ("channels", "rows", "cols")
 Dim = Annotated[int, Field(ge=1, le=1 << 24)]
 Range = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)]
 

@@ -204,7 +204,7 @@ class _Receiver:
             self.fh.close()
 
 
-def _sweep_stale(root: Path) -> None:
+def sweep_stale(root: Path) -> None:
     """Remove upload directories a crashed server left behind (the request that owned them is long gone)."""
     cutoff = time.time() - STALE_SECONDS
     try:
@@ -246,7 +246,7 @@ async def receive_upload(
 
     root = settings.uploads_dir
     root.mkdir(parents=True, exist_ok=True)
-    await anyio.to_thread.run_sync(_sweep_stale, root)
+    await anyio.to_thread.run_sync(sweep_stale, root)
     upload = ReceivedUpload(directory=root / secrets.token_hex(12), room=room)
     upload.directory.mkdir(mode=0o700)
     receiver = _Receiver(upload, file_field=file_field, text_fields=text_fields, settings=settings, room=room)

@@ -1,23 +1,31 @@
-"""Run the upload validator program in a separate, resource-limited process.
+"""Run the upload validator program on one upload, in its sandbox, without holding a thread.
 
 The program is what the server was wired with (``create_app(upload_validator=...)``: sbserver passes
-``python -m sbengine.uploads``); a server built without one answers 503 to uploads.
+``python -I .../sbengine/uploads/__main__.py``); a server built without one answers 503 to uploads.
 
-The API never imports torch; reading tensors and arrays happens in a fresh interpreter that limits its own
-address space, CPU time and output file size before it imports anything heavy, runs single-threaded, and
-is killed at ``SBAUDIT_UPLOAD_CHECK_TIMEOUT_SECONDS``. At most ``SBAUDIT_UPLOAD_CHECK_CONCURRENCY`` run at
-once; further uploads wait for a slot (503 when none frees up in time). The request and the answer are one
-JSON document each way (stdin / the last stdout line); nothing the client sent is ever executed.
+The API never imports torch; reading tensors and arrays happens in a fresh interpreter started in the
+sandbox (service/uploads/sandbox.py: minimal environment, no inherited descriptors, the upload's directory
+as its only working directory, and as root no network and an unprivileged user), which limits its own address
+space, CPU time and output file size before it imports anything heavy, runs single-threaded, and is killed
+at ``SBAUDIT_UPLOAD_CHECK_TIMEOUT_SECONDS``. At most ``SBAUDIT_UPLOAD_CHECK_CONCURRENCY`` run at once per
+API process; an upload that finds them all busy gets 503 with Retry-After at once (waiting would hold the
+request, and with it a slow client's connection, for nothing). The process is awaited on the event loop, so
+a running validation holds none of the worker threads the synchronous routes share. The request and the
+answer are one JSON document each way (stdin / the last stdout line); nothing the client sent is ever executed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +33,23 @@ import anyio
 
 from service.errors import Problem
 from service.settings import Settings
+from service.uploads import sandbox
 from service.uploads.rejected import Rejected
+from service.uploads.stream import FILE_NAME
 
 log = logging.getLogger("sbaudit.api")
 
-# The directory holding the repository's packages: a validator run from a source tree imports them from there.
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # Written files may grow 4x (uint8 images stored as float32 arrays, fp16 weights stored as fp32).
 OUTPUT_GROWTH = 4
+# What a busy server tells the client to wait: about one validation (the program starts torch: seconds).
+RETRY_AFTER_SECONDS = 5
 
 _slots_lock = threading.Lock()
 _slots: dict[int, threading.BoundedSemaphore] = {}
 
 
 def _slots_for(settings: Settings) -> threading.BoundedSemaphore:
-    """One pool of validator slots per process (and concurrency setting)."""
+    """One pool of validator slots per process (and concurrency setting); taken without waiting."""
     with _slots_lock:
         key = settings.upload_check_concurrency
         if key not in _slots:
@@ -47,85 +57,106 @@ def _slots_for(settings: Settings) -> threading.BoundedSemaphore:
         return _slots[key]
 
 
-def _environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SBAUDIT_")}
-    path = env.get("PYTHONPATH")
-    env.update(
-        PYTHONPATH=f"{SOURCE_ROOT}{os.pathsep}{path}" if path else str(SOURCE_ROOT),
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        MALLOC_ARENA_MAX="2",
-        CUDA_VISIBLE_DEVICES="",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    return env
+def _tail(stderr: str) -> str:
+    return " | ".join(stderr.strip().splitlines()[-5:])[-1500:]
 
 
-def _run(program: Sequence[str], request: dict[str, Any], settings: Settings, workdir: Path) -> dict[str, Any]:
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL to the validator's process group (it leads its own session), whether or not it still runs."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def _run(
+    program: Sequence[str], request: dict[str, Any], settings: Settings, box: sandbox.Sandbox
+) -> dict[str, Any]:
     timeout = settings.upload_check_timeout_seconds
     limits = {
         "memory_bytes": settings.upload_check_memory_bytes,
         "cpu_seconds": int(timeout) + 5,
         "file_bytes": OUTPUT_GROWTH * settings.max_upload_bytes + (64 << 20),
     }
-    payload = json.dumps({**request, "limits": limits})
+    payload = json.dumps({**request, "path": FILE_NAME, "limits": limits}).encode()
     try:
-        proc = subprocess.run(
-            list(program),
-            input=payload,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=workdir,
-            env=_environment(),
+        proc = await asyncio.create_subprocess_exec(
+            *program,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=box.directory,
+            env=sandbox.environment(box.directory),
+            close_fds=True,
+            pass_fds=(),
             start_new_session=True,
+            preexec_fn=box.confinement,  # noqa: PLW1509 - system calls only (sandbox.Confinement)
         )
-    except subprocess.TimeoutExpired:
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise sandbox.unavailable(f"{program[0]}: {exc}") from None
+    try:
+        with anyio.fail_after(timeout):
+            out, err = await proc.communicate(payload)
+    except TimeoutError:
         raise Rejected(
             f"validating the file took longer than this server allows ({timeout:g} s, "
             "SBAUDIT_UPLOAD_CHECK_TIMEOUT_SECONDS)"
         ) from None
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-5:])[-1500:]
-        log.warning("upload validator exited with %s: %s", proc.returncode, tail)
+    finally:
+        _kill(proc)  # timed out, the request was cancelled (the client went away), or what it left running
+        with anyio.CancelScope(shield=True):
+            await proc.wait()
+    stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    try:
+        answer = json.loads(lines[-1]) if proc.returncode == 0 and lines else None
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        log.warning("upload validator exited with %s: %s", proc.returncode, _tail(stderr))
         raise Rejected(
             "the file could not be validated within this server's limits (the validator process ended "
             f"abnormally, exit status {proc.returncode})"
         )
-    answer: dict[str, Any] = json.loads(lines[-1])
-    if proc.stderr.strip():
+    if stderr.strip():
         level = logging.WARNING if int(answer.get("status") or 0) >= 500 else logging.INFO
-        log.log(level, "upload validator: %s", " | ".join(proc.stderr.strip().splitlines()[-5:])[-1500:])
+        log.log(level, "upload validator: %s", _tail(stderr))
     return answer
 
 
-async def validate(
-    request: dict[str, Any], *, program: Sequence[str] | None, settings: Settings, workdir: Path
-) -> dict[str, Any]:
-    """The validator's answer for ``request`` when it accepted the file; raises :class:`Rejected` (client
-    errors) or :class:`Problem` 503 (no validator program, or no validator slot freed up in time)."""
+@asynccontextmanager
+async def validated(
+    request: dict[str, Any], *, upload: Path, program: Sequence[str] | None, settings: Settings
+) -> AsyncIterator[tuple[dict[str, Any], Path]]:
+    """Run the validator on the file ``upload`` (moved into a sandbox) with ``request``, whose output paths
+    are relative to the sandbox's directory. Yields the answer, when the validator accepted the file, and that
+    directory, which is removed on leaving. Raises :class:`Rejected` (client errors) or :class:`Problem` 503
+    (no validator program, one that cannot start, or every validator slot busy)."""
     if not program:
         raise Problem(503, "this server was started without an upload validator", slug="no-validator")
     slots = _slots_for(settings)
-    acquired = await anyio.to_thread.run_sync(slots.acquire, True, settings.upload_check_timeout_seconds)
-    if not acquired:
+    if not slots.acquire(blocking=False):
         raise Problem(
             503,
-            "the server is busy validating other uploads; retry shortly",
+            f"all {settings.upload_check_concurrency} upload validators of this server are busy "
+            f"(SBAUDIT_UPLOAD_CHECK_CONCURRENCY); retry in {RETRY_AFTER_SECONDS} s",
             slug="busy",
-            headers={"Retry-After": "30"},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+    box = None
     try:
-        answer = await anyio.to_thread.run_sync(_run, program, request, settings, workdir)
+        try:
+            box = await anyio.to_thread.run_sync(sandbox.Sandbox.enter, upload, settings)
+            answer = await _run(program, request, settings, box)
+        finally:
+            slots.release()
+        if not answer.get("ok"):
+            raise Rejected(
+                answer.get("detail") or "the file was refused",
+                status=int(answer.get("status", 422)),
+                field=answer.get("field") or "body.file",
+                **(answer.get("extra") or {}),
+            )
+        await anyio.to_thread.run_sync(box.claim_outputs)
+        yield answer, box.directory
     finally:
-        slots.release()
-    if not answer.get("ok"):
-        raise Rejected(
-            answer.get("detail") or "the file was refused",
-            status=int(answer.get("status", 422)),
-            field=answer.get("field") or "body.file",
-            **(answer.get("extra") or {}),
-        )
-    return answer
+        if box is not None:
+            await anyio.to_thread.run_sync(box.remove)

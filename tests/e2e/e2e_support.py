@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from upload_testing import validator_user_env
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -47,6 +48,7 @@ def sbaudit_command() -> list[str]:
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SBAUDIT_")}
     env.update(FAST_JOB_ENV)
+    env.update(validator_user_env())
     env.update(extra)
     return env
 

@@ -8,16 +8,18 @@ import os
 import pickle
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from service_testing import fields, problem
-from upload_testing import CreatesFile, assert_nothing_left, stored_files, upload
+from upload_testing import CreatesFile, assert_nothing_left, stored_files, upload, validator_user_env
 
 from service.settings import Settings
 from service.uploads.stream import STALE_SECONDS
 
 ROUTE = "/v1/datasets/uploads"
+VALIDATOR_MAIN = Path(__file__).resolve().parents[2] / "sbengine" / "uploads" / "__main__.py"
 SIGNAL_NOISE = [{"name": "signal", "indices": [0]}, {"name": "noise", "indices": list(range(1, 10))}]
 HALVES = [{"name": "top", "rows": [0, 4]}, {"name": "bottom", "rows": [4, 8]}]
 
@@ -221,7 +223,7 @@ def test_the_api_process_stays_free_of_numpy_and_torch_through_an_upload(tmp_pat
         from service.settings import Settings
 
         # The program's command, as sbserver wires it (naming it imports nothing of the engine).
-        program = [sys.executable, "-m", "sbengine.uploads"]
+        program = [sys.executable, "-I", {str(VALIDATOR_MAIN)!r}]
         settings = Settings(data_dir={str(tmp_path / "data")!r})
         migrate.upgrade(settings.database_url)
         db = Database.connect(settings.database_url)
@@ -235,7 +237,7 @@ def test_the_api_process_stays_free_of_numpy_and_torch_through_an_upload(tmp_pat
         print(",".join(heavy))
         """
     )
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **validator_user_env()}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"the API imported: {out.stdout.strip()[:300]}"
