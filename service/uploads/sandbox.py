@@ -14,8 +14,9 @@ The validator program parses the uploaded bytes, so it starts with as little as 
   unprivileged ``SBAUDIT_UPLOAD_VALIDATOR_USER`` (default ``nobody``, without supplementary groups), with
   the data directory closed to that user, so it reaches neither the database nor the admin key nor other
   owners' files, by relative or absolute path;
-- the resource limits the program sets on itself (address space, CPU time, file size), and a wall-clock
-  limit enforced from outside (service/uploads/validator.py).
+- the resource limits the program sets on itself (address space, CPU time, file size), a lower CPU
+  priority (nice 10, like job processes), and a wall-clock limit enforced from outside
+  (service/uploads/validator.py).
 
 Without root the uid and network steps are skipped (Linux lets an unprivileged process give up neither on
 its own): the validator then runs as the server's user, with everything else above.
@@ -54,6 +55,8 @@ _FIXED_ENVIRONMENT = {
     "LC_ALL": "C.UTF-8",
 }
 _CLONE_NEWNET = 0x40000000
+# The validator's CPU priority, that of job processes (worker/local.py): the API comes first.
+VALIDATOR_NICENESS = 10
 
 
 def _libc_unshare() -> Callable[[int], int] | None:
@@ -107,14 +110,16 @@ def network_isolation() -> bool:
 
 @dataclass(frozen=True)
 class Confinement:
-    """What the validator's process gives up between fork and exec, as root: the network, then root.
-    Called in the forked child, so it only makes system calls (nothing that imports, logs or locks)."""
+    """What the validator's process gives up between fork and exec: CPU priority (like a job's, so the API
+    comes first), and as root the network, then root. Called in the forked child, so it only makes system
+    calls (nothing that imports, logs or locks)."""
 
-    uid: int | None
-    gid: int | None
-    new_network: bool
+    uid: int | None = None
+    gid: int | None = None
+    new_network: bool = False
 
     def __call__(self) -> None:
+        os.nice(VALIDATOR_NICENESS)
         if self.new_network:
             _enter_new_network_namespace()
         if self.uid is not None and self.gid is not None:
@@ -130,19 +135,16 @@ def _validator_account(name: str) -> pwd.struct_passwd:
         raise unavailable(f"SBAUDIT_UPLOAD_VALIDATOR_USER={name!r} is no user of this host") from None
 
 
-def confinement(settings: Settings) -> Confinement | None:
-    """The confinement of this server's validators; None when it runs unprivileged (nothing to give up)."""
+def confinement(settings: Settings) -> Confinement:
+    """The confinement of this server's validators (unprivileged, only the CPU priority)."""
     if os.geteuid() != 0:
-        return None
+        return Confinement()
     uid = gid = None
     if settings.upload_validator_user:
         account = _validator_account(settings.upload_validator_user)
         if account.pw_uid != 0:
             uid, gid = account.pw_uid, account.pw_gid
-    new_network = network_isolation()
-    if uid is None and not new_network:
-        return None
-    return Confinement(uid=uid, gid=gid, new_network=new_network)
+    return Confinement(uid=uid, gid=gid, new_network=network_isolation())
 
 
 def environment(directory: Path) -> dict[str, str]:
@@ -168,6 +170,8 @@ def sandboxes_root(settings: Settings) -> Path:
     reach their own directory) but not list (to find another's)."""
     default = Path(tempfile.gettempdir()) / f"sbaudit-sandboxes-{os.geteuid()}"
     root = settings.upload_sandbox_dir or default
+    if root.resolve().is_relative_to(settings.data_dir):
+        raise unavailable(f"{root} (SBAUDIT_UPLOAD_SANDBOX_DIR) is inside the data directory")
     root.mkdir(mode=0o711, parents=True, exist_ok=True)
     info = root.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
@@ -183,7 +187,7 @@ class Sandbox:
     confinement to start the validator under."""
 
     directory: Path
-    confinement: Confinement | None
+    confinement: Confinement
 
     @classmethod
     def enter(cls, upload: Path, settings: Settings) -> Sandbox:
@@ -196,7 +200,7 @@ class Sandbox:
         sandbox = cls(directory, confined)
         try:
             shutil.move(upload, directory / FILE_NAME)
-            if confined is not None and confined.uid is not None and confined.gid is not None:
+            if confined.uid is not None and confined.gid is not None:
                 _close_to(settings.data_dir, confined.uid, confined.gid)
                 for path in (directory, directory / FILE_NAME):
                     os.chown(path, confined.uid, confined.gid, follow_symlinks=False)

@@ -205,7 +205,8 @@ class _Receiver:
 
 
 def sweep_stale(root: Path) -> None:
-    """Remove upload directories a crashed server left behind (the request that owned them is long gone)."""
+    """Remove the directories under ``root`` (uploads, validators' sandboxes) that a crashed server left
+    behind (the request that owned them is long gone)."""
     cutoff = time.time() - STALE_SECONDS
     try:
         entries = list(root.iterdir())

@@ -4,14 +4,16 @@ The program is what the server was wired with (``create_app(upload_validator=...
 ``python -I .../sbengine/uploads/__main__.py``); a server built without one answers 503 to uploads.
 
 The API never imports torch; reading tensors and arrays happens in a fresh interpreter started in the
-sandbox (service/uploads/sandbox.py: minimal environment, no inherited descriptors, the upload's directory
-as its only working directory, and as root no network and an unprivileged user), which limits its own address
-space, CPU time and output file size before it imports anything heavy, runs single-threaded, and is killed
-at ``SBAUDIT_UPLOAD_CHECK_TIMEOUT_SECONDS``. At most ``SBAUDIT_UPLOAD_CHECK_CONCURRENCY`` run at once per
-API process; an upload that finds them all busy gets 503 with Retry-After at once (waiting would hold the
-request, and with it a slow client's connection, for nothing). The process is awaited on the event loop, so
-a running validation holds none of the worker threads the synchronous routes share. The request and the
-answer are one JSON document each way (stdin / the last stdout line); nothing the client sent is ever executed.
+sandbox (service/uploads/sandbox.py: minimal environment, no inherited descriptors, a private working
+directory holding only the upload, a lower CPU priority, and as root no network and an unprivileged user),
+which limits its own address space, CPU time and output file size before it imports anything heavy, runs
+single-threaded, and is killed at ``SBAUDIT_UPLOAD_CHECK_TIMEOUT_SECONDS``.
+
+At most ``SBAUDIT_UPLOAD_CHECK_CONCURRENCY`` run at once per API process; an upload that finds them all busy
+gets 503 at once, with a Retry-After of about one validation (waiting would hold the request, and with it a
+slow client's connection, for nothing). The process is awaited on the event loop, so a running validation
+holds none of the worker threads the synchronous routes share. The request and the answer are one JSON
+document each way (stdin / the last stdout line); nothing the client sent is ever executed.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,8 +45,9 @@ log = logging.getLogger("sbaudit.api")
 
 # Written files may grow 4x (uint8 images stored as float32 arrays, fp16 weights stored as fp32).
 OUTPUT_GROWTH = 4
-# What a busy server tells the client to wait: about one validation (the program starts torch: seconds).
-RETRY_AFTER_SECONDS = 5
+# What a busy server tells the client to wait: about one validation, as long as this process's recent ones
+# took (a moving average; checkpoints take seconds, as the program imports torch, small datasets less).
+_validation_seconds = 5.0
 
 _slots_lock = threading.Lock()
 _slots: dict[int, threading.BoundedSemaphore] = {}
@@ -55,6 +60,16 @@ def _slots_for(settings: Settings) -> threading.BoundedSemaphore:
         if key not in _slots:
             _slots[key] = threading.BoundedSemaphore(key)
         return _slots[key]
+
+
+def _took(seconds: float) -> None:
+    global _validation_seconds
+    _validation_seconds += 0.2 * (seconds - _validation_seconds)
+
+
+def retry_after_seconds() -> int:
+    """The Retry-After of a 503 when every validator is busy: about one validation, at least a second."""
+    return max(1, math.ceil(_validation_seconds))
 
 
 def _tail(stderr: str) -> str:
@@ -92,6 +107,7 @@ async def _run(
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise sandbox.unavailable(f"{program[0]}: {exc}") from None
+    started = time.monotonic()
     try:
         with anyio.fail_after(timeout):
             out, err = await proc.communicate(payload)
@@ -104,6 +120,7 @@ async def _run(
         _kill(proc)  # timed out, the request was cancelled (the client went away), or what it left running
         with anyio.CancelScope(shield=True):
             await proc.wait()
+        _took(time.monotonic() - started)
     stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     try:
@@ -134,12 +151,13 @@ async def validated(
         raise Problem(503, "this server was started without an upload validator", slug="no-validator")
     slots = _slots_for(settings)
     if not slots.acquire(blocking=False):
+        wait = retry_after_seconds()
         raise Problem(
             503,
             f"all {settings.upload_check_concurrency} upload validators of this server are busy "
-            f"(SBAUDIT_UPLOAD_CHECK_CONCURRENCY); retry in {RETRY_AFTER_SECONDS} s",
+            f"(SBAUDIT_UPLOAD_CHECK_CONCURRENCY); retry in {wait} s",
             slug="busy",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            headers={"Retry-After": str(wait)},
         )
     box = None
     try:

@@ -68,6 +68,7 @@ PROBE = textwrap.dedent(
         "cwd": os.getcwd(),
         "listing": sorted(os.listdir(".")),
         "parent_listing": attempt(lambda: os.listdir("..")),
+        "nice": os.nice(0),
         "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
         "connect_listener": attempt(lambda: connect(port)),
         "connect_redis": attempt(lambda: connect(6379)),
@@ -89,6 +90,17 @@ HOLD = textwrap.dedent(
     while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
         time.sleep(0.02)
     print(json.dumps({"ok": False, "status": 422, "field": "body.file", "detail": "held"}))
+    """
+)
+
+# A validator that, instead of the weights, leaves a link to a file only the server may read, and accepts.
+LINKS = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.stdin.read()
+    os.symlink(sys.argv[1], "weights.safetensors")
+    print(json.dumps({"ok": True, "format": "safetensors", "architecture": {"name": "fcn"}, "tensors": 1,
+                      "parameters": 1}))
     """
 )
 
@@ -194,6 +206,7 @@ def test_the_validator_starts_with_a_minimal_environment_and_no_descriptors(prob
     )
     assert seen["env"]["OMP_NUM_THREADS"] == "1" and seen["env"]["CUDA_VISIBLE_DEVICES"] == ""
     assert seen["fds"] == [], "no descriptor beyond stdin, stdout and stderr"
+    assert seen["nice"] == min(19, os.nice(0) + 10), "a lower CPU priority than the API"
 
 
 def test_the_wired_validator_program_runs_in_isolated_mode(tmp_path):
@@ -288,6 +301,19 @@ def test_an_upload_beyond_the_concurrency_answers_503_at_once_and_no_thread_wait
     assert "SBAUDIT_UPLOAD_CHECK_CONCURRENCY" in body["detail"]
     assert problem(answers["first"], 422)["detail"] == "body.file: held"
     assert busy_threads == 0, "a running validation holds none of the shared worker threads"
+
+
+@needs_python
+def test_what_the_validator_wrote_is_stored_only_as_plain_files(settings, db, auth):
+    """A link among the outputs would have the server store a file the validator cannot read itself."""
+    settings.admin_key_file.write_text("sbk_the-admin-key\n")
+    settings.admin_key_file.chmod(0o600)
+    with _client(settings, db, [PYTHON, "-I", "-c", LINKS, str(settings.admin_key_file)]) as client:
+        response = upload_model(client, auth, b"x" * 64)
+        assert problem(response, 422)["errors"][0]["field"] == "body.file"
+        assert "the validator's output was refused" in response.json()["detail"]
+        assert client.get("/v1/models", headers=auth).json()["data"] == []
+    assert not settings.artifacts_dir.exists() or not any(settings.artifacts_dir.rglob("*"))
 
 
 @pytest.mark.parametrize(
