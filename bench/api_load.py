@@ -14,6 +14,14 @@ Prints one JSON line on stdout, a table on stderr.
     # CPU cost per request inside one process (no network, no concurrency; steadier on a busy machine):
     .venv/bin/python bench/api_load.py --in-process
 
+``--scenarios slow_uploads`` instead measures GET job, and GET /v1/usage (a synchronous route, served from
+the worker thread pool), first alone and then while ``--slow-uploads`` clients (40) upload over and over:
+each trickles its multipart body over ``--upload-seconds`` (2) and, after a 503, waits its Retry-After
+(``--ignore-retry-after``: sends again at once). ``--upload-kind model`` (default) uploads a small checkpoint,
+whose validation imports torch (seconds of CPU); ``dataset`` an ``.npz`` of ``--upload-bytes``:
+
+    .venv/bin/python bench/api_load.py --start-server embedded --scenarios slow_uploads --clients 4
+
 Servers it starts, and the in-process app, have the per-key rate limits and the per-owner cap on active jobs
 switched off (it drives one key far past them); against your own server (--url) set
 SBAUDIT_RATE_LIMIT_PER_SECOND=0, SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE=0 and SBAUDIT_MAX_ACTIVE_JOBS_PER_OWNER=0
@@ -25,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import multiprocessing
 import os
 import platform
 import signal
@@ -35,7 +45,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -103,7 +115,8 @@ async def scenario(
             status, _ = await make_request(connections[i], i, n)
             done = time.perf_counter()
             n += 1
-            if now >= measure_from:
+            # Also a request from the warm-up that ends in the window: a request stalled across it counts.
+            if done >= measure_from:
                 errors += status >= 400
                 latencies.append(done - now)
 
@@ -121,6 +134,189 @@ async def scenario(
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
         "errors": errors,
+    }
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """One kind of upload: ``body(n)`` is the multipart body of the n-th (a model's declared normalization
+    differs in each, so that none is answered from an earlier identical upload without validation)."""
+
+    path: str
+    fields: dict[str, str]
+    filename: str
+    data: bytes
+    boundary: str = "benchslowupload"
+
+    def body(self, n: int) -> bytes:
+        fields = dict(self.fields)
+        if self.path == "/v1/models/uploads":
+            fields["normalization"] = json.dumps({"mean": [n * 1e-6], "std": [1.0]})
+        text = "".join(
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            for name, value in fields.items()
+        )
+        file_head = (
+            f"--{self.boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{self.filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        return (text + file_head).encode() + self.data + f"\r\n--{self.boundary}--\r\n".encode()
+
+
+def upload_request(kind: str, size: int) -> UploadRequest:
+    """``dataset``: an ``.npz`` of about ``size`` bytes (rows of 16 float32 features, labels 0/1, two declared
+    blocks): read with numpy, validated in a fraction of a second. ``model``: a small fcn checkpoint
+    (safetensors): validating it imports torch, seconds of CPU."""
+    import io
+
+    import numpy as np
+
+    if kind == "model":
+        import torch
+        from safetensors.torch import save
+
+        from sbengine.models import build_model
+
+        torch.manual_seed(0)
+        model = build_model({"name": "fcn", "width": 20, "depth": 1}, input_shape=(50,), num_classes=2)
+        data = save({k: v.contiguous() for k, v in model.state_dict().items()})
+        fields = {"architecture": json.dumps({"name": "fcn", "width": 20, "depth": 1}), "input_shape": "50",
+                  "num_classes": "2"}  # fmt: skip
+        return UploadRequest("/v1/models/uploads", fields, "model.safetensors", data)
+    rows = max(16, size // (16 * 4 + 8))
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=rng.normal(size=(rows, 16)).astype(np.float32), y=rng.integers(0, 2, rows))
+    blocks = json.dumps([{"name": "first", "indices": [0]}, {"name": "rest", "indices": list(range(1, 16))}])
+    return UploadRequest("/v1/datasets/uploads", {"blocks": blocks}, "data.npz", buffer.getvalue())
+
+
+async def slow_uploader(
+    url: str,
+    key: str,
+    request: UploadRequest,
+    first: int,
+    seconds: float,
+    honour_retry_after: bool,
+    statuses: dict,
+) -> None:
+    """Upload over and over (bodies ``first``, ``first + 1``, ...), each body trickled over ``seconds`` in 20
+    pieces (stopping once the server has answered); after a 503, wait its Retry-After first (unless told
+    not to). Counts the answers' statuses (0: the connection broke without one). Runs until cancelled."""
+    parts = urlsplit(url)
+    pieces = 20
+    for n in itertools.count(first):
+        body = request.body(n)
+        head = (
+            f"POST {request.path} HTTP/1.1\r\nHost: {parts.hostname}\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: multipart/form-data; boundary={request.boundary}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        step = -(-len(body) // pieces)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+        answer_task = asyncio.ensure_future(reader.read())
+        try:
+            writer.write(head)
+            for start in range(0, len(body), step):
+                if answer_task.done():
+                    break
+                writer.write(body[start : start + step])
+                await writer.drain()
+                await asyncio.sleep(seconds / pieces)
+        except OSError:
+            pass  # the server answered and closed the connection mid-body
+        try:
+            answer = await answer_task
+        except OSError:
+            answer = b""
+        finally:
+            writer.close()
+        status = int(answer[9:12]) if answer.startswith(b"HTTP/1.1 ") else 0
+        statuses[status] = statuses.get(status, 0) + 1
+        retry_after = next(
+            (line[12:].strip() for line in answer.split(b"\r\n") if line.lower().startswith(b"retry-after:")),
+            b"",
+        )
+        if status == 503 and honour_retry_after and retry_after.isdigit():
+            await asyncio.sleep(int(retry_after))
+
+
+def run_uploaders(
+    url: str,
+    key: str,
+    request: UploadRequest,
+    seconds: float,
+    honour_retry_after: bool,
+    count: int,
+    stop: Any,
+    answers: Any,
+) -> None:
+    """``count`` slow uploaders until ``stop`` is set; their statuses go into ``answers``."""
+
+    async def main() -> dict:
+        statuses: dict[int, int] = {}
+        tasks = [
+            asyncio.create_task(
+                slow_uploader(url, key, request, i * 1_000_000, seconds, honour_retry_after, statuses)
+            )
+            for i in range(count)
+        ]
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return statuses
+
+    answers.put(asyncio.run(main()))
+
+
+async def slow_uploads_effect(
+    url: str, key: str, job_id: str, clients: int, duration: float, warmup: float, args: argparse.Namespace
+) -> dict:
+    """GET job and GET usage at ``clients`` each, before and while ``args.slow_uploads`` clients trickle
+    uploads in: p50/p99 of the GETs, and the uploads' answers."""
+
+    async def get_job(conn, i, n):
+        return await conn.request("GET", f"/v1/jobs/{job_id}")
+
+    async def get_usage(conn, i, n):
+        return await conn.request("GET", "/v1/usage")
+
+    async def measure(label: str) -> list[dict]:
+        both = await asyncio.gather(
+            scenario(f"get_job_{label}", get_job, url=url, key=key, clients=clients, duration=duration,
+                     warmup=warmup),
+            scenario(f"usage_{label}", get_usage, url=url, key=key, clients=clients, duration=duration,
+                     warmup=warmup),
+        )  # fmt: skip
+        return [{**r, "clients": clients} for r in both]
+
+    before = await measure("before_uploads")
+    # The uploaders run in a process of their own, so their trickling does not delay this one's GETs.
+    context = multiprocessing.get_context("spawn")
+    stop, answers = context.Event(), context.Queue()
+    request = upload_request(args.upload_kind, args.upload_bytes)
+    honour = not args.ignore_retry_after
+    uploaders = context.Process(
+        target=run_uploaders,
+        args=(url, key, request, args.upload_seconds, honour, args.slow_uploads, stop, answers),
+    )
+    uploaders.start()
+    await asyncio.sleep(args.upload_seconds + 5)  # every uploader has sent a body: it waits, or sends another
+    during = await measure("during_slow_uploads")
+    stop.set()
+    statuses = answers.get(timeout=60)
+    uploaders.join(timeout=60)
+    return {
+        "slow_uploads": args.slow_uploads,
+        "upload_kind": args.upload_kind,
+        "upload_bytes": len(request.body(0)),
+        "honour_retry_after": honour,
+        "upload_seconds": args.upload_seconds,
+        "upload_statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "results": before + during,
     }
 
 
@@ -152,6 +348,7 @@ async def run(
     warmup: float,
     queued: int,
     only: list[str] | None = None,
+    args: argparse.Namespace | None = None,
 ) -> dict:
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as c:
@@ -175,8 +372,12 @@ async def run(
                 name, fn, url=url, key=key, clients=clients, duration=duration, warmup=warmup
             )
             results.append({**result, "clients": clients})
+    uploads = None
+    if only and "slow_uploads" in only and args is not None:
+        uploads = await slow_uploads_effect(url, key, job_id, clients_list[0], duration, warmup, args)
+        results += uploads.pop("results")
     await cancel_all(url, key, created)
-    return {"results": results, "queued": queue}
+    return {"results": results, "queued": queue, "uploads": uploads}
 
 
 async def queued_jobs_effect(
@@ -287,7 +488,14 @@ class ThrowAwayServer:
     and Redis (Celery), ``api_workers`` uvicorn processes and no `sbaudit worker`: jobs stay queued, as if
     the workers ran on other hosts, so the numbers are the API's alone."""
 
-    def __init__(self, mode: str, api_workers: int, pg_url: str, redis_url: str) -> None:
+    def __init__(
+        self,
+        mode: str,
+        api_workers: int,
+        pg_url: str,
+        redis_url: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.mode, self.tmp = mode, tempfile.TemporaryDirectory(prefix="sbaudit-bench-")
         data_dir = Path(self.tmp.name) / "data"
         with socket.socket() as s:
@@ -301,6 +509,7 @@ class ThrowAwayServer:
             SBAUDIT_LOG_LEVEL="warning",
             OMP_NUM_THREADS="1",
         )
+        env.update(extra_env or {})
         self.database = None
         if mode == "scaled":
             import psycopg
@@ -382,7 +591,29 @@ def main() -> None:
     parser.add_argument(
         "--redis-url", default=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/14"
     )
-    parser.add_argument("--scenarios", help="comma-separated subset of get_job,list_jobs,post_dataset")
+    parser.add_argument(
+        "--scenarios", help="comma-separated subset of get_job,list_jobs,post_dataset; or slow_uploads"
+    )
+    parser.add_argument("--slow-uploads", type=int, default=40, help="concurrent uploaders (slow_uploads)")
+    parser.add_argument(
+        "--upload-kind",
+        choices=("model", "dataset"),
+        default="model",
+        help="model: a small checkpoint, slow to validate (torch); dataset: an .npz of --upload-bytes",
+    )
+    parser.add_argument("--upload-bytes", type=int, default=256 << 10, help="size of a dataset upload's file")
+    parser.add_argument(
+        "--ignore-retry-after", action="store_true", help="uploaders send again at once after a 503"
+    )
+    parser.add_argument("--upload-seconds", type=float, default=2.0, help="time each upload's body takes")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the server --start-server starts, e.g. SBAUDIT_UPLOAD_VALIDATOR_USER= where the "
+        "user nobody cannot run this interpreter",
+    )
     parser.add_argument("--in-process", action="store_true", help="measure CPU per request in this process")
     parser.add_argument("--requests", type=int, default=500, help="requests per scenario with --in-process")
     args = parser.parse_args()
@@ -408,7 +639,8 @@ def main() -> None:
     server = None
     url, key = args.url, args.key
     if args.start_server:
-        server = ThrowAwayServer(args.start_server, args.api_workers, args.pg_url, args.redis_url)
+        extra = dict(item.split("=", 1) for item in args.server_env)
+        server = ThrowAwayServer(args.start_server, args.api_workers, args.pg_url, args.redis_url, extra)
         url, key = server.url, server.key
     elif key is None:
         key_file = Path("sbaudit-data/admin-key")
@@ -419,16 +651,19 @@ def main() -> None:
         key = key_file.read_text().strip()
     try:
         only = args.scenarios.split(",") if args.scenarios else None
-        out = asyncio.run(run(url, key, clients, args.duration, args.warmup, args.queued, only))
+        out = asyncio.run(run(url, key, clients, args.duration, args.warmup, args.queued, only, args))
     finally:
         if server is not None:
             server.close()
     for r in out["results"]:
         print(
-            f"{r['clients']:>3} clients {r['scenario']:>13}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-            f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}",
+            f"{r['clients']:>3} clients {r['scenario']:>13}: {r['rps']:8.1f} req/s  "
+            f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}",
             file=sys.stderr,
         )
+    if out["uploads"]:
+        u = out["uploads"]
+        print(f"{u['slow_uploads']} slow uploaders, answers: {u['upload_statuses']}", file=sys.stderr)
     if out["queued"]:
         q = out["queued"]
         print(
