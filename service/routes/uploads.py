@@ -133,7 +133,8 @@ _DATASET_FORM = _form_schema(
         },
         "blocks": {
             "type": "string",
-            "description": 'JSON list: {"name", "indices": [...]} or {"name", "channels"/"rows"/"cols": [start, stop]}',
+            "description": 'JSON list: {"name", "indices": [...]} or '
+            '{"name", "channels"/"rows"/"cols": [start, stop]}',
         },
         "simple_blocks": {
             "type": "string",

@@ -2,10 +2,11 @@
 
 The file part streams into ``<data dir>/uploads/<random>/upload`` while its bytes are counted and hashed;
 the moment the count passes SBAUDIT_MAX_UPLOAD_BYTES the request is refused (413) and the directory
-removed; likewise (507) when it passes what the owner's storage quota has room for. Text parts (the architecture, the blocks, ...) are small, bounded by SBAUDIT_MAX_JSON_BYTES
-together. The client's file name is kept only to be checked (``rejected.check_filename``); the path on
-disk is derived by the server. Whatever goes wrong, the directory is gone when the request ends: the
-caller owns a :class:`ReceivedUpload` and calls ``cleanup()`` in a ``finally``.
+removed; likewise (507) when it passes what the owner's storage quota has room for. Text parts (the
+architecture, the blocks, ...) are small, bounded by SBAUDIT_MAX_JSON_BYTES together. The client's file name
+is kept only to be checked (``rejected.check_filename``); the path on disk is derived by the server.
+Whatever goes wrong, the directory is gone when the request ends: the caller owns a
+:class:`ReceivedUpload` and calls ``cleanup()`` in a ``finally``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The upload validator runs in a sandbox (service/uploads/sandbox.py), and its slots never make a request wait.
+"""The upload validator runs in a sandbox (service/uploads/sandbox.py); its slots never make a request wait.
 
 A probe program, passed as the server's validator, reports what it sees from inside (environment,
 descriptors, working directory, user, network, the data directory's files) in its refusal, which the API

@@ -106,8 +106,13 @@ def _bad_arrays() -> dict[str, tuple[bytes, dict, str]]:
         "NaN": (npz(x=with_nan, y=y), {}, "NaN or infinite values (first in row 7)"),
         "inf": (npz(x=with_inf, y=y), {}, "NaN or infinite values (first in row 2)"),
         "float64 overflow": (npz(x=np.full((4, 10), 1e300), y=np.zeros(4, int)), {}, "NaN or infinite"),
-        "index out of range": (npz(x=x, y=y), {"blocks": [{"name": "a", "indices": [0, 10]}]}, "index 10 is out of range"),
-        "box outside": (npz(x=np.zeros((4, 3, 8, 8)), y=np.zeros(4, int)), {"blocks": [{"name": "a", "rows": [0, 9]}]}, "reaches past"),
+        "index out of range": (
+            npz(x=x, y=y), {"blocks": [{"name": "a", "indices": [0, 10]}]}, "index 10 is out of range"
+        ),
+        "box outside": (
+            npz(x=np.zeros((4, 3, 8, 8)), y=np.zeros(4, int)), {"blocks": [{"name": "a", "rows": [0, 9]}]},
+            "reaches past",
+        ),
         "box on vectors": (npz(x=x, y=y), {"blocks": [{"name": "a", "rows": [0, 1]}]}, "need image inputs"),
         "label range": (npz(x=x, y=y + 1), {"num_classes": "2"}, "label 2 is outside 0..1"),
         "negative label": (npz(x=x, y=y - 1), {}, "label -1 is outside"),
@@ -116,7 +121,11 @@ def _bad_arrays() -> dict[str, tuple[bytes, dict, str]]:
         "no labels": (npz(x=x), {}, "needs both"),
         "unknown key": (npz(x=x, y=y, w=y), {}, "unexpected arrays 'w'"),
         "bad split": (npz(x=x, y=y, split=np.full(60, 5)), {}, "'split' must hold"),
-        "too many rows": (npz(x=np.zeros((1001, 2), np.float32), y=np.zeros(1001, int)), {"blocks": [{"name": "a", "indices": [0]}]}, "SBAUDIT_MAX_SAMPLES"),
+        "too many rows": (
+            npz(x=np.zeros((1001, 2), np.float32), y=np.zeros(1001, int)),
+            {"blocks": [{"name": "a", "indices": [0]}]},
+            "SBAUDIT_MAX_SAMPLES",
+        ),
         "strings": (npz(x=np.array([["a"] * 10] * 4), y=np.zeros(4, int)), {}, "numbers only"),
     }  # fmt: skip
 
@@ -233,7 +242,9 @@ def test_the_api_process_stays_free_of_numpy_and_torch_through_an_upload(tmp_pat
                             data={{"blocks": json.dumps({SIGNAL_NOISE!r})}},
                             files={{"file": ("d.npz", open({str(data)!r}, "rb").read())}})
             assert r.status_code == 201, r.text
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sbengine", "numpy", "safetensors"))
+        heavy = sorted(
+            m for m in sys.modules if m.split(".")[0] in ("torch", "sbengine", "numpy", "safetensors")
+        )
         print(",".join(heavy))
         """
     )
