@@ -369,7 +369,8 @@ async def _receive_and_store(
     except Rejected as exc:
         raise as_problem(exc) from None
     finally:
-        await anyio.to_thread.run_sync(upload.cleanup)
+        with anyio.CancelScope(shield=True):  # also when the request is cancelled (server shutdown)
+            await anyio.to_thread.run_sync(upload.cleanup)
 
 
 @router.post(

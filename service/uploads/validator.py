@@ -177,4 +177,5 @@ async def validated(
         yield answer, box.directory
     finally:
         if box is not None:
-            await anyio.to_thread.run_sync(box.remove)
+            with anyio.CancelScope(shield=True):  # also when the request is cancelled (server shutdown)
+                await anyio.to_thread.run_sync(box.remove)

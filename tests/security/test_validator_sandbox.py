@@ -85,7 +85,8 @@ HOLD = textwrap.dedent(
     """
     import json, os, sys, time
     sys.stdin.read()
-    open(sys.argv[2], "w").close()
+    with open(sys.argv[2], "w") as fh:
+        fh.write(str(os.getpid()))
     deadline = time.monotonic() + 60
     while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -301,6 +302,38 @@ def test_an_upload_beyond_the_concurrency_answers_503_at_once_and_no_thread_wait
     assert "SBAUDIT_UPLOAD_CHECK_CONCURRENCY" in body["detail"]
     assert problem(answers["first"], 422)["detail"] == "body.file: held"
     assert busy_threads == 0, "a running validation holds none of the shared worker threads"
+
+
+@needs_python
+def test_a_cancelled_validation_leaves_no_process_and_no_directory(settings, world):
+    """A request cancelled mid-validation (the server shutting down) kills the validator and removes its
+    sandbox."""
+    from service.uploads.validator import validated
+
+    signals = world / "signals"
+    signals.mkdir(mode=0o777)
+    signals.chmod(0o777)
+    release, started = signals / "release", signals / "started"
+    upload_file = world / "received"
+    upload_file.write_bytes(b"x" * 64)
+    program = [PYTHON, "-I", "-c", HOLD, str(release), str(started)]
+
+    async def validate_then_cancel() -> None:
+        async def validate() -> None:
+            async with validated({"kind": "dataset"}, upload=upload_file, program=program, settings=settings):
+                raise AssertionError("the validation was to be cancelled")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(validate)
+            with anyio.fail_after(60):
+                while not started.exists() or not started.read_text():
+                    await anyio.sleep(0.02)
+            group.cancel_scope.cancel()
+
+    anyio.run(validate_then_cancel)
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(started.read_text()), 0)
+    assert list(settings.upload_sandbox_dir.iterdir()) == []
 
 
 @needs_python
