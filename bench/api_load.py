@@ -27,6 +27,9 @@ switched off (it drives one key far past them); against your own server (--url) 
 SBAUDIT_RATE_LIMIT_PER_SECOND=0, SBAUDIT_JOB_RATE_LIMIT_PER_MINUTE=0 and SBAUDIT_MAX_ACTIVE_JOBS_PER_OWNER=0
 there, or the numbers measure the 429s. The POST
 scenario queues real dataset jobs; the script cancels the ones still queued when it ends.
+
+It is over 400 lines because each scenario (modes, concurrency levels, queued jobs, slow uploads) starts
+and measures its own server; the shared client loop and percentiles come first.
 """
 
 from __future__ import annotations

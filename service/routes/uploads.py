@@ -9,6 +9,10 @@ request. The resource then behaves like any other: it is produced by a job (kind
 
 A model upload of the same bytes, by the same owner, with the same declaration (architecture, input
 shape, classes, normalization, dataset) answers ``200`` with the model created the first time.
+
+It is over 400 lines because both upload routes share one receive-validate-store path (and its clean-up
+and refusals) and each adds only its declaration checks and its record; splitting the two would split
+that path.
 """
 
 from __future__ import annotations

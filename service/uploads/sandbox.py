@@ -135,14 +135,47 @@ def _validator_account(name: str) -> pwd.struct_passwd:
         raise unavailable(f"SBAUDIT_UPLOAD_VALIDATOR_USER={name!r} is no user of this host") from None
 
 
-def confinement(settings: Settings) -> Confinement:
+_runs_interpreter: dict[tuple[int, str], bool] = {}
+
+
+def _can_run(interpreter: str, account: pwd.struct_passwd) -> bool:
+    """Whether the validator's user can start the validator's interpreter at all (not where it lives under a
+    home only root may enter, e.g. a pyenv under a 0700 /root). Where it cannot, validators keep the server's
+    uid, with a warning, rather than every upload failing; asked once per process and interpreter."""
+    key = (account.pw_uid, interpreter)
+    if key not in _runs_interpreter:
+        try:
+            subprocess.run(
+                [interpreter, "-I", "-c", "import encodings"],
+                user=account.pw_uid,
+                group=account.pw_gid,
+                extra_groups=[],
+                check=True,
+                capture_output=True,
+                timeout=60,
+                env={},
+            )
+            _runs_interpreter[key] = True
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning(
+                "upload validators keep this server's user: %s cannot run %s (%s); make it reachable for "
+                "that user, or set SBAUDIT_UPLOAD_VALIDATOR_USER",
+                account.pw_name,
+                interpreter,
+                exc,
+            )
+            _runs_interpreter[key] = False
+    return _runs_interpreter[key]
+
+
+def confinement(settings: Settings, interpreter: str = sys.executable) -> Confinement:
     """The confinement of this server's validators (unprivileged, only the CPU priority)."""
     if os.geteuid() != 0:
         return Confinement()
     uid = gid = None
     if settings.upload_validator_user:
         account = _validator_account(settings.upload_validator_user)
-        if account.pw_uid != 0:
+        if account.pw_uid != 0 and _can_run(interpreter, account):
             uid, gid = account.pw_uid, account.pw_gid
     return Confinement(uid=uid, gid=gid, new_network=network_isolation())
 
@@ -190,9 +223,9 @@ class Sandbox:
     confinement: Confinement
 
     @classmethod
-    def enter(cls, upload: Path, settings: Settings) -> Sandbox:
+    def enter(cls, upload: Path, settings: Settings, interpreter: str = sys.executable) -> Sandbox:
         """Move ``upload`` into a fresh directory and hand both to the validator's user."""
-        confined = confinement(settings)
+        confined = confinement(settings, interpreter)
         root = sandboxes_root(settings)
         sweep_stale(root)
         directory = root / secrets.token_hex(16)

@@ -162,7 +162,7 @@ async def validated(
     box = None
     try:
         try:
-            box = await anyio.to_thread.run_sync(sandbox.Sandbox.enter, upload, settings)
+            box = await anyio.to_thread.run_sync(sandbox.Sandbox.enter, upload, settings, program[0])
             answer = await _run(program, request, settings, box)
         finally:
             slots.release()
