@@ -10,6 +10,9 @@ steps, projection onto the ε-ball, then the box clip; restarts keep each exampl
 One deliberate difference: the objective is summed over the batch rather than averaged. Every step is
 normalised per example, so the two agree except through the ``1e-10`` guard, and summing keeps a
 perturbation independent of how the split was cut into batches.
+
+It is over 400 lines because the PGD variants (norms, losses, restarts, random starts, bounds) share one
+step loop and one projection; split, each file would repeat that loop.
 """
 
 from __future__ import annotations

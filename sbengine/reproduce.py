@@ -4,6 +4,9 @@ Each experiment is the notebook's configuration (docs/method.md §5.2, §6, §7.
 separate validation split for model selection, seeds everywhere, randomization metrics averaged over
 repeated permutations, UAPs fitted on the validation split and evaluated on the test split. ``paper`` holds
 the figures the notebooks printed (§10.1), shown beside ours.
+
+It is over 400 lines because it holds the ten experiments side by side, each a short configuration with
+the paper's figures next to it; keeping them together is what lets a reader compare them.
 """
 
 from __future__ import annotations

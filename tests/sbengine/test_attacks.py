@@ -1,5 +1,9 @@
 """PGD (docs/method.md §7.1) and where its budget goes (§8, nb06), on hand-made models for exact checks and on
-a quickly trained LMS-5 FCN for the simplicity-bias figure. The helpers here are shared with test_uap.py."""
+a quickly trained LMS-5 FCN for the simplicity-bias figure. The helpers here are shared with test_uap.py.
+
+It is over 400 lines because its helpers are shared with test_uap.py and its trained model is built once
+per module.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
 The results and figures come from the real engine (a tiny FCN trained for a few updates on a small LMS-5),
 stored the way the worker stores them; the API app then renders them. Also: pending / failed / foreign /
 missing-blob reports, cookie authentication (GET only), login, logout and the ``next`` check.
+
+It is over 400 lines because every report test shares one real engine result (built once per module);
+splitting the file would build it once per file.
 """
 
 from __future__ import annotations
