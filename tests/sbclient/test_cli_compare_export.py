@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from stored_audits import CHANGED_S_AUC, changed_audit, engine_audit, store_audit
 
@@ -14,13 +15,30 @@ from sbclient.cli.entry import main
 from service.auth import create_key
 
 
+class AppTransport(httpx.BaseTransport):
+    """Hands sbclient's httpx requests to the app's TestClient. Starlette's TestClient is built on httpx2
+    when that is installed (timm's huggingface_hub brings it), and its transport's responses are then not
+    httpx's, so the TestClient itself, not its private transport, serves the requests."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self.client.request(
+            request.method, str(request.url), headers=dict(request.headers), content=request.read()
+        )
+        return httpx.Response(
+            answer.status_code, headers=list(answer.headers.multi_items()), content=answer.content
+        )
+
+
 @pytest.fixture
 def sb(client, db, monkeypatch, clean_env) -> Client:
     """An sbclient Client on the app; every CLI command uses one like it."""
     key, _ = create_key(db, owner="alice")
 
     def connect(args=None) -> Client:
-        return Client("http://testserver", api_key=key, transport=client._transport)
+        return Client("http://testserver", api_key=key, transport=AppTransport(client))
 
     monkeypatch.setattr(cli_connect, "open_client", connect)
     return connect()
