@@ -13,8 +13,9 @@ from service.auth import DB, CurrentPrincipal
 from service.errors import field_error
 from service.estimates import audit_estimate, model_cost
 from service.ids import new_id
-from service.jobstore import QUEUED, create_job
-from service.models import Audit, Dataset, Model
+from service.inputs import dataset_description, usable
+from service.jobstore import RESOURCE_STATUS, create_job
+from service.models import Audit, Dataset, Job, Model
 from service.routes.common import (
     CREATE_RESPONSES,
     PROBLEM_RESPONSES,
@@ -23,7 +24,6 @@ from service.routes.common import (
     Limit,
     get_owned,
     model_response,
-    require_ready,
     resource_page,
     settings_of,
 )
@@ -98,18 +98,28 @@ def mlflow_target(body: AuditCreate, settings: Settings, audit_id: str) -> dict[
     }
 
 
-def audited_models(session: Session, body: AuditCreate, owner: str) -> tuple[list[Model], int]:
+def _model(session: Session, owner: str, model_id: str, field: str, waiting_for: list[str]) -> Model:
+    """A model to audit; its id goes into ``waiting_for`` while it is not ready (still training)."""
+    found: Model = get_owned(session, Model, "model", owner=owner, resource_id=model_id)
+    row, waits = usable(session, found, "model", field)
+    if waits:
+        waiting_for.append(row.id)
+    return row
+
+
+def audited_models(
+    session: Session, body: AuditCreate, owner: str, waiting_for: list[str]
+) -> tuple[list[Model], int]:
     """The model rows to audit and the ensemble size: one row (its own ensemble_size), or the ``model_ids``
-    rows, which must be ready single models agreeing on input shape and classes."""
+    rows, which must be single models agreeing on input shape and classes. Those not ready yet are added to
+    ``waiting_for``."""
     if body.model_id is not None:
-        model = get_owned(session, Model, "model", owner=owner, resource_id=body.model_id)
-        require_ready(model, "model", "body.model_id")
+        model = _model(session, owner, body.model_id, "body.model_id", waiting_for)
         return [model], ensemble_size_of(model)
     rows: list[Model] = []
     for i, model_id in enumerate(body.model_ids or []):
         field = f"body.model_ids.{i}"
-        row = get_owned(session, Model, "model", owner=owner, resource_id=model_id)
-        require_ready(row, "model", field)
+        row = _model(session, owner, model_id, field, waiting_for)
         if ensemble_size_of(row) != 1:
             raise field_error(field, f"model {row.id} is itself an ensemble; list single models")
         first = rows[0] if rows else row
@@ -143,8 +153,9 @@ async def create_audit(
     audit_id = new_id("audit")
     mlflow = mlflow_target(body, settings, audit_id)
 
-    def build(session: Session) -> tuple[dict[str, Any], str, str]:
-        models, ensemble_size = audited_models(session, body, principal.owner)
+    def build(session: Session) -> tuple[dict[str, Any], str, Job]:
+        waiting_for: list[str] = []
+        models, ensemble_size = audited_models(session, body, principal.owner, waiting_for)
         model = models[0]
         if ensemble_size == 1:
             needing = [check for check in body.checks if check in NEEDS_ENSEMBLE]
@@ -159,11 +170,14 @@ async def create_audit(
         dataset_id = body.dataset_id or model.dataset_id
         if not dataset_id:
             raise field_error("body.dataset_id", "this model was uploaded without a dataset: give dataset_id")
-        dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=dataset_id)
-        require_ready(dataset, "dataset", "body.dataset_id")
-        check_inputs(body, model, dataset.description or {})
+        found = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=dataset_id)
+        dataset, waits = usable(session, found, "dataset", "body.dataset_id")
+        if waits:
+            waiting_for.append(dataset.id)
+        description = dataset_description(dataset)
+        check_inputs(body, model, description)
         members = [model_cost(m) for m in models] if len(models) > 1 else [model_cost(model)] * ensemble_size
-        estimate = budget.enforce(audit_estimate(body, members, dataset.description or {}), settings)
+        estimate = budget.enforce(audit_estimate(body, members, description), settings)
         params: dict[str, Any] = {
             "checks": list(body.checks),
             "options": body.resolved_options(),
@@ -184,7 +198,6 @@ async def create_audit(
             id=audit_id,
             owner=principal.owner,
             name=body.name,
-            status=QUEUED,
             model_id=model.id,
             dataset_id=dataset.id,
             params=params,
@@ -198,10 +211,11 @@ async def create_audit(
             params={"model_id": model.id, "dataset_id": dataset.id, **params},
             max_attempts=settings.job_max_attempts,
             estimate=estimate,
+            waiting_for=waiting_for,
         )
-        row.job_id = job.id
+        row.job_id, row.status = job.id, RESOURCE_STATUS[job.state]
         session.add(row)
-        return audit_read(row, []).model_dump(mode="json"), f"/v1/audits/{row.id}", job.id
+        return audit_read(row, []).model_dump(mode="json"), f"/v1/audits/{row.id}", job
 
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 
