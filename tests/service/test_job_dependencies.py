@@ -7,6 +7,7 @@ Jobs are moved here through the job store as a worker would (claim, then finish)
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -261,3 +262,48 @@ def test_a_waiting_datasets_derived_description_matches_the_generated_one(spec):
     for key in ("input_shape", "num_classes", "sizes", "rotated"):
         assert derived[key] == generated[key], key
     assert len(derived["blocks"]) == len(generated["blocks"])
+
+
+def test_on_postgresql_an_input_finishing_during_a_submission_never_leaves_it_waiting(settings):
+    """The runner's finishing transaction has marked the dataset ready and looked for waiting jobs (none
+    yet) but not committed; a model submitted now must not read the dataset as still running and wait
+    forever: it waits for the dataset's row lock, then reads it ready and is queued."""
+    from e2e.e2e_support import private_database
+
+    from service import migrate
+    from service.auth import create_key
+    from service.db import Database
+
+    with private_database() as url:
+        migrate.upgrade(url)
+        db = Database.connect(url)
+        try:
+            key, _ = create_key(db, owner="alice")
+            auth = {"Authorization": f"Bearer {key}"}
+            app = create_app(settings.model_copy(update={"database_url": url}), db=db)
+            with TestClient(app) as client:
+                dataset = post(client, auth, "/v1/datasets", LMS5)
+                assert jobstore.claim_job(db, job_id=dataset["job_id"], worker_id="w", lease_seconds=30)
+                outcome: dict[str, Any] = {}
+
+                def submit_model() -> None:
+                    body = {"dataset_id": dataset["id"], "architecture": FCN}
+                    outcome["response"] = client.post("/v1/models", json=body, headers=auth)
+
+                with db.write_session() as session:
+                    job = jobstore.lock_own_job(session, job_id=dataset["job_id"], worker_id="w")
+                    assert job is not None
+                    assert (
+                        jobstore.finish(session, job, jobstore.SUCCEEDED, description=LMS5_DESCRIPTION) == []
+                    )
+                    session.flush()
+                    thread = threading.Thread(target=submit_model)
+                    thread.start()
+                    thread.join(timeout=1.0)
+                    assert thread.is_alive() and not outcome  # waiting for the dataset's row
+                thread.join(timeout=30)
+                model = outcome["response"].json()
+                assert model["status"] == "queued", model
+                assert job_of(client, auth, model)["waiting_for"] == []
+        finally:
+            db.dispose()
