@@ -218,6 +218,7 @@ def test_waiting_jobs_count_against_the_active_job_cap(settings, db, auth):
         model = post(client, auth, "/v1/models", {"dataset_id": dataset["id"], "architecture": FCN})
         audit = {"model_id": model["id"], "checks": ["randomization"]}
         problem(client.post("/v1/audits", json=audit, headers=auth), 429)
+        assert get(client, auth, "/v1/usage")["counts"]["active_jobs"] == 2
 
 
 def test_idempotent_replay_of_a_waiting_submission(client, auth):
