@@ -12,7 +12,7 @@ tests/service/test_job_dependencies.py checks the derived description against a 
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -25,16 +25,12 @@ from service.schemas.datasets import IMAGE_PRESETS, PRESET_FEATURES, DatasetCrea
 # Every preset is two blocks: S and S^c (sbengine/data/presets.py, mnist_cifar.py).
 PRESET_BLOCKS = 2
 IMAGE_SHAPE = [3, 64, 32]
-Row = TypeVar("Row", Dataset, Model)
 assert IMAGE_FEATURES == 3 * 64 * 32
 
 
-def usable(session: Session, row: Row, kind: str, field: str) -> tuple[Row, bool]:
-    """The input row (locked while not ready, :func:`service.jobstore.lock_input`) and whether the new job
-    has to wait for it; 409 naming ``field`` for an input that failed or was canceled (it never will be
-    ready)."""
-    if row.status != "ready":
-        row = lock_input(session, row)
+def usable(row: Dataset | Model, kind: str, field: str) -> bool:
+    """Whether the input is ready (False: the new job will wait for it); 409 naming ``field`` for an input
+    that failed or was canceled, which never will be."""
     if row.status in ("failed", "canceled"):
         reason = f": {row.error}" if row.status == "failed" and row.error else ""
         raise Problem(
@@ -43,7 +39,22 @@ def usable(session: Session, row: Row, kind: str, field: str) -> tuple[Row, bool
             slug="input-unusable",
             field=field,
         )
-    return row, row.status != "ready"
+    return row.status == "ready"
+
+
+Pending = tuple[Dataset | Model, str, str]  # an input not ready when read: the row, its kind, its field
+
+
+def lock_waited(session: Session, pending: list[Pending]) -> list[str]:
+    """Lock the rows of the inputs that were not ready (:func:`service.jobstore.lock_input`) and read them
+    again; the ids of those still not ready, for the new job's ``waiting_for``. Locked oldest first, the
+    order in which a job finishing an input locks it and then the newer resources waiting for it, so a
+    submission and a finishing job never wait for each other in a circle."""
+    still_waiting: dict[str, bool] = {}
+    for row, kind, field in sorted(pending, key=lambda p: (p[0].created_at, p[0].id)):
+        fresh = lock_input(session, row)
+        still_waiting[fresh.id] = not usable(fresh, kind, field)
+    return list(dict.fromkeys(row.id for row, _, _ in pending if still_waiting[row.id]))
 
 
 def dataset_description(row: Dataset) -> dict[str, Any]:

@@ -160,7 +160,15 @@ def lock_input(session: Session, row: Any) -> Any:
 
 
 def _waiting_jobs(session: Session, owner: str | None) -> list[Job]:
-    query = select(Job).where(Job.state == WAITING).order_by(Job.created_at, Job.id).with_for_update()
+    """The waiting jobs, oldest first, locked; those another transaction holds are skipped rather than
+    waited for (a job being canceled, or looked at by another job ending: whoever holds it settles it, and
+    the reaper's pass catches what both missed), so that ending a job never waits in a circle."""
+    query = (
+        select(Job)
+        .where(Job.state == WAITING)
+        .order_by(Job.created_at, Job.id)
+        .with_for_update(skip_locked=True)
+    )
     if owner is not None:
         query = query.where(Job.owner == owner)
     return list(session.scalars(query))

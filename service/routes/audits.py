@@ -13,7 +13,7 @@ from service.auth import DB, CurrentPrincipal
 from service.errors import field_error
 from service.estimates import audit_estimate, model_cost
 from service.ids import new_id
-from service.inputs import dataset_description, usable
+from service.inputs import Pending, dataset_description, lock_waited, usable
 from service.jobstore import RESOURCE_STATUS, create_job
 from service.models import Audit, Dataset, Job, Model
 from service.routes.common import (
@@ -98,28 +98,27 @@ def mlflow_target(body: AuditCreate, settings: Settings, audit_id: str) -> dict[
     }
 
 
-def _model(session: Session, owner: str, model_id: str, field: str, waiting_for: list[str]) -> Model:
-    """A model to audit; its id goes into ``waiting_for`` while it is not ready (still training)."""
-    found: Model = get_owned(session, Model, "model", owner=owner, resource_id=model_id)
-    row, waits = usable(session, found, "model", field)
-    if waits:
-        waiting_for.append(row.id)
+def _model(session: Session, owner: str, model_id: str, field: str, pending: list[Pending]) -> Model:
+    """A model to audit; added to ``pending`` while it is not ready (still training)."""
+    row: Model = get_owned(session, Model, "model", owner=owner, resource_id=model_id)
+    if not usable(row, "model", field):
+        pending.append((row, "model", field))
     return row
 
 
 def audited_models(
-    session: Session, body: AuditCreate, owner: str, waiting_for: list[str]
+    session: Session, body: AuditCreate, owner: str, pending: list[Pending]
 ) -> tuple[list[Model], int]:
     """The model rows to audit and the ensemble size: one row (its own ensemble_size), or the ``model_ids``
     rows, which must be single models agreeing on input shape and classes. Those not ready yet are added to
-    ``waiting_for``."""
+    ``pending``."""
     if body.model_id is not None:
-        model = _model(session, owner, body.model_id, "body.model_id", waiting_for)
+        model = _model(session, owner, body.model_id, "body.model_id", pending)
         return [model], ensemble_size_of(model)
     rows: list[Model] = []
     for i, model_id in enumerate(body.model_ids or []):
         field = f"body.model_ids.{i}"
-        row = _model(session, owner, model_id, field, waiting_for)
+        row = _model(session, owner, model_id, field, pending)
         if ensemble_size_of(row) != 1:
             raise field_error(field, f"model {row.id} is itself an ensemble; list single models")
         first = rows[0] if rows else row
@@ -154,8 +153,8 @@ async def create_audit(
     mlflow = mlflow_target(body, settings, audit_id)
 
     def build(session: Session) -> tuple[dict[str, Any], str, Job]:
-        waiting_for: list[str] = []
-        models, ensemble_size = audited_models(session, body, principal.owner, waiting_for)
+        pending: list[Pending] = []
+        models, ensemble_size = audited_models(session, body, principal.owner, pending)
         model = models[0]
         if ensemble_size == 1:
             needing = [check for check in body.checks if check in NEEDS_ENSEMBLE]
@@ -170,10 +169,9 @@ async def create_audit(
         dataset_id = body.dataset_id or model.dataset_id
         if not dataset_id:
             raise field_error("body.dataset_id", "this model was uploaded without a dataset: give dataset_id")
-        found = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=dataset_id)
-        dataset, waits = usable(session, found, "dataset", "body.dataset_id")
-        if waits:
-            waiting_for.append(dataset.id)
+        dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=dataset_id)
+        if not usable(dataset, "dataset", "body.dataset_id"):
+            pending.append((dataset, "dataset", "body.dataset_id"))
         description = dataset_description(dataset)
         check_inputs(body, model, description)
         members = [model_cost(m) for m in models] if len(models) > 1 else [model_cost(model)] * ensemble_size
@@ -202,6 +200,7 @@ async def create_audit(
             dataset_id=dataset.id,
             params=params,
         )
+        waiting_for = lock_waited(session, pending)
         job = create_job(
             session,
             owner=principal.owner,

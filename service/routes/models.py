@@ -14,7 +14,7 @@ from service.auth import DB, CurrentPrincipal
 from service.errors import field_error
 from service.estimates import training_estimate
 from service.ids import new_id
-from service.inputs import dataset_description, usable
+from service.inputs import Pending, dataset_description, lock_waited, usable
 from service.jobstore import RESOURCE_STATUS, create_job
 from service.models import Dataset, Job, Model
 from service.routes.common import (
@@ -88,8 +88,10 @@ async def create_model(
     limits.check_model(body, settings)
 
     def build(session: Session) -> tuple[dict[str, Any], str, Job]:
-        found = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=body.dataset_id)
-        dataset, waits = usable(session, found, "dataset", "body.dataset_id")
+        dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=body.dataset_id)
+        pending: list[Pending] = (
+            [] if usable(dataset, "dataset", "body.dataset_id") else [(dataset, "dataset", "body.dataset_id")]
+        )
         description = dataset_description(dataset)
         input_shape = list(description.get("input_shape") or [])
         num_classes = description.get("num_classes")
@@ -107,6 +109,7 @@ async def create_model(
             input_shape=input_shape,
             num_classes=num_classes,
         )
+        waiting_for = lock_waited(session, pending)
         job = create_job(
             session,
             owner=principal.owner,
@@ -122,7 +125,7 @@ async def create_model(
             },
             max_attempts=settings.job_max_attempts,
             estimate=estimate,
-            waiting_for=[dataset.id] if waits else [],
+            waiting_for=waiting_for,
         )
         row.job_id, row.status = job.id, RESOURCE_STATUS[job.state]
         session.add(row)
