@@ -92,7 +92,7 @@ def check_active_jobs(session: Session, owner: str, cap: int) -> None:
     if active >= cap:
         raise Problem(
             429,
-            f"you have {active} active jobs (queued or running), the most one owner may have "
+            f"you have {active} active jobs (waiting, queued or running), the most one owner may have "
             f"({ACTIVE_JOBS_SETTING}={cap}); wait for one to finish or cancel one, then retry",
             slug="too-many-active-jobs",
             headers={"Retry-After": str(ACTIVE_JOBS_RETRY_AFTER_SECONDS)},
