@@ -17,7 +17,7 @@ from service.inputs import Pending, dataset_description, lock_waited, usable
 from service.jobstore import RESOURCE_STATUS, create_job
 from service.models import Audit, Dataset, Job, Model
 from service.routes.common import (
-    CREATE_RESPONSES,
+    INPUT_RESPONSES,
     PROBLEM_RESPONSES,
     Cursor,
     IdempotencyKey,
@@ -138,7 +138,7 @@ def audited_models(
 @router.post(
     "",
     status_code=202,
-    responses=CREATE_RESPONSES,
+    responses=INPUT_RESPONSES,
     response_model=AuditRead,
     summary="Audit a model or an ensemble",
     operation_id="createAudit",

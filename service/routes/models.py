@@ -18,7 +18,7 @@ from service.inputs import Pending, dataset_description, lock_waited, usable
 from service.jobstore import RESOURCE_STATUS, create_job
 from service.models import Dataset, Job, Model
 from service.routes.common import (
-    CREATE_RESPONSES,
+    INPUT_RESPONSES,
     PROBLEM_RESPONSES,
     Cursor,
     IdempotencyKey,
@@ -76,7 +76,7 @@ def check_adversarial(body: ModelCreate, num_classes: int | None) -> None:
 @router.post(
     "",
     status_code=202,
-    responses=CREATE_RESPONSES,
+    responses=INPUT_RESPONSES,
     response_model=ModelRead,
     summary="Train a model",
     operation_id="createModel",
