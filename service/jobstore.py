@@ -212,8 +212,8 @@ def settle_waiting(session: Session, owner: str | None = None) -> list[str]:
             if not ready:
                 pending.append(resource_id)
         else:
-            if pending == list(job.waiting_for or []):
-                continue
+            if pending and pending == list(job.waiting_for or []):
+                continue  # nothing changed
             job.waiting_for, job.updated_at = pending, utcnow()
             if not pending:
                 job.state = QUEUED
