@@ -214,8 +214,10 @@ class Client:
         params = {"state": state, "kind": kind, "resource_id": resource_id}
         return cast(Iterator[Job], self._items("/v1/jobs", params))
 
-    def cancel_job(self, job_id: str) -> Job:
-        return cast(Job, self._request("POST", f"/v1/jobs/{job_id}/cancel", retry=True).json())
+    def cancel_job(self, job_id: str, *, cascade: bool = False) -> Job:
+        """Cancel a job; the jobs waiting for its result then fail, or with ``cascade`` are canceled too."""
+        params = {"cascade": "true"} if cascade else None
+        return cast(Job, self._request("POST", f"/v1/jobs/{job_id}/cancel", retry=True, params=params).json())
 
     def events(self, job_id: str) -> Iterator[JobEvent]:
         """The job's progress as it happens (``GET /v1/jobs/{id}/events``): a ``job`` event now and on each

@@ -7,10 +7,10 @@ audit's results) are ``dict[str, Any]``. See the OpenAPI document at ``/openapi.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypedDict, TypeVar
+from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar
 
-JobState = Literal["queued", "running", "succeeded", "failed", "canceling", "canceled"]
-ResourceStatus = Literal["queued", "running", "ready", "failed", "canceled"]
+JobState = Literal["waiting", "queued", "running", "succeeded", "failed", "canceling", "canceled"]
+ResourceStatus = Literal["waiting", "queued", "running", "ready", "failed", "canceled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
 
 
@@ -38,6 +38,7 @@ class Job(TypedDict):
     progress: float
     stage: str | None
     detail: JobDetail | None
+    waiting_for: NotRequired[list[str]]  # while waiting: the inputs not ready yet (servers since job deps)
     attempt: int
     max_attempts: int
     error: str | None

@@ -1,7 +1,7 @@
 """Caps on what one owner or one key may hold at once; reaching one answers 429 with ``Retry-After``.
 
-- **Active jobs per owner** (SBAUDIT_MAX_ACTIVE_JOBS_PER_OWNER): queued, running and canceling jobs. A
-  create request (datasets, models, audits) over the cap queues nothing. The count is taken in the
+- **Active jobs per owner** (SBAUDIT_MAX_ACTIVE_JOBS_PER_OWNER): waiting, queued, running and canceling
+  jobs. A create request (datasets, models, audits) over the cap queues nothing. The count is taken in the
   transaction that would add the job, so the cap holds for concurrent requests in any number of API
   processes (see :func:`check_active_jobs`). Uploads are not counted: their jobs are born ``succeeded``.
 - **Open event streams and waiting long polls per key** (SBAUDIT_MAX_STREAMS_PER_KEY,
@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 
 from service.errors import Problem
 from service.group_commit import RunAlone
-from service.jobstore import ACTIVE_STATES, QUEUED
+from service.jobstore import ACTIVE_STATES, QUEUED, WAITING
 from service.models import Job
 
-ACTIVE_JOB_STATES = (QUEUED, *ACTIVE_STATES)
+ACTIVE_JOB_STATES = (WAITING, QUEUED, *ACTIVE_STATES)
 ACTIVE_JOBS_SETTING = "SBAUDIT_MAX_ACTIVE_JOBS_PER_OWNER"
 ACTIVE_JOBS_RETRY_AFTER_SECONDS = 10
 SLOT_RETRY_AFTER_SECONDS = 5
@@ -92,7 +92,7 @@ def check_active_jobs(session: Session, owner: str, cap: int) -> None:
     if active >= cap:
         raise Problem(
             429,
-            f"you have {active} active jobs (queued or running), the most one owner may have "
+            f"you have {active} active jobs (waiting, queued or running), the most one owner may have "
             f"({ACTIVE_JOBS_SETTING}={cap}); wait for one to finish or cancel one, then retry",
             slug="too-many-active-jobs",
             headers={"Retry-After": str(ACTIVE_JOBS_RETRY_AFTER_SECONDS)},

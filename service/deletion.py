@@ -1,10 +1,10 @@
 """Deleting a dataset, model or audit: its row, its artifact rows and the blobs no one else references.
 
-A resource whose job is still queued or running cannot be deleted (cancel it first), nor one that others
-are built on (a dataset with models or audits, a model with audits): deletion never leaves a dangling input.
-Blobs are shared by content, so a blob is removed only when no artifact row references it any more and it
-was not (re)stored in the last ``BLOB_GRACE_SECONDS``: a job storing identical content at this moment
-refreshes the blob's mtime before committing its row, and so keeps it.
+A resource whose job is still waiting, queued or running cannot be deleted (cancel it first), nor one that
+others are built on (a dataset with models or audits, a model with audits, waiting for it or not): deletion
+never leaves a dangling input. Blobs are shared by content, so a blob is removed only when no artifact row
+references it any more and it was not (re)stored in the last ``BLOB_GRACE_SECONDS``: a job storing
+identical content at this moment refreshes the blob's mtime before committing its row, and so keeps it.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def delete_resource(
     """``row_loader(session)`` returns the caller's (owner-checked) row inside the delete transaction."""
     with db.write_session() as session:
         row = row_loader(session)
-        if row.status in ("queued", "running"):
+        if row.status in ("waiting", "queued", "running"):
             raise Problem(
                 409, f"{kind} {row.id} is {row.status}; cancel its job {row.job_id} first", slug="in-progress"
             )

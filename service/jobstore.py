@@ -1,9 +1,11 @@
 """The job state machine, kept in the database: the single source of truth both executors share.
 
 States: ``queued -> running -> succeeded | failed``; ``queued -> canceled``; ``running -> canceling ->
-canceled``. Every transition a worker makes is a compare-and-set on ``(id, worker_id, state)`` so a worker
-that lost its lease (it was presumed dead and the job re-queued) can no longer change the job. The
-resource a job produces mirrors the job's state in its ``status`` and is updated in the same transaction.
+canceled``; and ``waiting -> queued | failed | canceled`` for a job created before its inputs were ready
+(``waiting_for`` lists those inputs; see :func:`settle_waiting`). Every transition a worker makes is a
+compare-and-set on ``(id, worker_id, state)`` so a worker that lost its lease (it was presumed dead and the
+job re-queued) can no longer change the job. The resource a job produces mirrors the job's state in its
+``status`` and is updated in the same transaction.
 
 The functions here are plain SQL over :mod:`service.models`; torch-free, shared by the API (create,
 cancel, list) and the worker's runner (claim, heartbeat, progress, finish, reap).
@@ -19,10 +21,11 @@ from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db import Database
-from service.ids import new_id
+from service.ids import PREFIXES, new_id
 from service.models import RESOURCE_TABLES, Job, utcnow
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELING, CANCELED = (
+WAITING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELING, CANCELED = (
+    "waiting",
     "queued",
     "running",
     "succeeded",
@@ -30,11 +33,12 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELING, CANCELED = (
     "canceling",
     "canceled",
 )
-JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELING, CANCELED)
+JOB_STATES = (WAITING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELING, CANCELED)
 CANCELED_BY_USER = "canceled by the user"
 TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELED})
 ACTIVE_STATES = (RUNNING, CANCELING)
 RESOURCE_STATUS = {
+    WAITING: "waiting",
     QUEUED: "queued",
     RUNNING: "running",
     CANCELING: "running",
@@ -58,13 +62,17 @@ def create_job(
     params: dict[str, Any],
     max_attempts: int,
     estimate: dict[str, Any] | None = None,
+    waiting_for: list[str] | None = None,
 ) -> Job:
+    """A new job: ``queued``, or ``waiting`` when ``waiting_for`` names inputs (resource ids) not ready yet.
+    The caller locked those inputs' rows (:func:`lock_input`), so none of them can finish unseen."""
     now = utcnow()
     job = Job(
         id=new_id("job"),
         owner=owner,
         kind=kind,
-        state=QUEUED,
+        state=WAITING if waiting_for else QUEUED,
+        waiting_for=list(waiting_for or []),
         resource_type=resource_type,
         resource_id=resource_id,
         params=params,
@@ -97,22 +105,130 @@ def _locked(session: Session, job_id: str) -> Job | None:
 # --- API side ---------------------------------------------------------------------------------------
 
 
-def cancel_job(db: Database, *, owner: str, job_id: str) -> Job | None:
-    """Queued jobs are canceled at once; running ones are asked to stop (``canceling``) and end
-    ``canceled`` at their next progress point. Returns None when the job does not exist for ``owner``."""
+def cancel_job(db: Database, *, owner: str, job_id: str, cascade: bool = False) -> Job | None:
+    """Waiting and queued jobs are canceled at once; running ones are asked to stop (``canceling``) and end
+    ``canceled`` at their next progress point. The jobs waiting for this one's resource then fail, naming
+    it; with ``cascade`` they (and those waiting for them, down the chain) are canceled instead. Returns None
+    when the job does not exist for ``owner``."""
     with db.write_session() as session:
         job = session.scalar(select(Job).where(Job.id == job_id, Job.owner == owner).with_for_update())
         if job is None:
             return None
-        now = utcnow()
-        if job.state == QUEUED:
-            job.state, job.finished_at, job.updated_at = CANCELED, now, now
-            set_resource_status(session, job, CANCELED, error=CANCELED_BY_USER)
-        elif job.state == RUNNING:
-            job.state, job.updated_at = CANCELING, now
-        elif job.state in (SUCCEEDED, FAILED):
+        if job.state in (SUCCEEDED, FAILED):
             raise CancelConflict(f"job {job.id} already {job.state}")
+        if cascade:
+            _cancel_dependents(session, job)
+        if job.state in (WAITING, QUEUED):
+            finish(session, job, CANCELED, error=CANCELED_BY_USER)
+        elif job.state == RUNNING:
+            job.state, job.updated_at = CANCELING, utcnow()
         return job
+
+
+def _cancel_dependents(session: Session, job: Job) -> None:
+    """Cancel the waiting jobs that need ``job``'s resource, directly or through another waiting job.
+    Inputs are always older than the jobs that wait for them, so one pass oldest first finds the chain."""
+    gone = {job.resource_id}
+    for waiting in _waiting_jobs(session, job.owner):
+        hit = next((r for r in waiting.waiting_for or [] if r in gone), None)
+        if waiting.id != job.id and hit is not None:
+            _end(session, waiting, CANCELED, error=f"canceled with its input {_input_name(hit)}")
+            gone.add(waiting.resource_id)
+
+
+# --- waiting for inputs -----------------------------------------------------------------------------
+
+_KIND_OF_PREFIX = {PREFIXES[kind]: kind for kind in RESOURCE_TABLES}
+
+
+def _input_name(resource_id: str) -> str:
+    """``dataset ds_...``: an input as an error message names it."""
+    return f"{_KIND_OF_PREFIX.get(resource_id.split('_', 1)[0], 'resource')} {resource_id}"
+
+
+def lock_input(session: Session, row: Any) -> Any:
+    """Re-read a not-ready input's row locked for the rest of the transaction. A job finishing that input
+    updates this row before it looks for jobs waiting on it (:func:`finish`), so either that job sees the
+    waiting job this transaction creates, or this read sees the input's final status: an input finishing
+    while its dependent is submitted can never leave the dependent waiting unseen. (SQLite: the write
+    transaction already holds the database's write lock.)"""
+    table = type(row)
+    locked = session.scalar(
+        select(table).where(table.id == row.id).with_for_update().execution_options(populate_existing=True)
+    )
+    return locked if locked is not None else row
+
+
+def _waiting_jobs(session: Session, owner: str | None) -> list[Job]:
+    """The waiting jobs, oldest first, locked; those another transaction holds are skipped rather than
+    waited for (a job being canceled, or looked at by another job ending: whoever holds it settles it, and
+    the reaper's pass catches what both missed), so that ending a job never waits in a circle."""
+    query = (
+        select(Job)
+        .where(Job.state == WAITING)
+        .order_by(Job.created_at, Job.id)
+        .with_for_update(skip_locked=True)
+    )
+    if owner is not None:
+        query = query.where(Job.owner == owner)
+    return list(session.scalars(query))
+
+
+def _input_problem(session: Session, resource_id: str) -> tuple[str | None, bool]:
+    """(the error a job waiting on this input ends with, or None; whether the input is ready)."""
+    kind = _KIND_OF_PREFIX.get(resource_id.split("_", 1)[0])
+    table = RESOURCE_TABLES.get(kind or "")
+    row = (
+        session.execute(select(table.status, table.error).where(table.id == resource_id)).first()
+        if table
+        else None
+    )
+    name = _input_name(resource_id)
+    if row is None:
+        return f"input {name} was deleted", False
+    status, error = row
+    if status == "failed":
+        return f"input {name} failed: {error or 'no reason given'}", False
+    if status == "canceled":
+        return f"input {name} was canceled", False
+    return None, status == "ready"
+
+
+def settle_waiting(session: Session, owner: str | None = None) -> list[str]:
+    """Move on the waiting jobs (of ``owner``, or everyone's) whose inputs have settled: a job whose inputs
+    are all ready becomes ``queued``; one with an input failed, canceled or gone ends ``failed`` at once,
+    naming that input (and its error). Oldest first, so a failure travels down a chain (an audit waiting on
+    a model waiting on a dataset) in one pass. Returns the ids queued, for the caller to dispatch once
+    committed. :func:`finish` calls this for the owner of every job it ends; the reaper calls it for all,
+    so a wake-up lost to a crash between the two is only late."""
+    queued = []
+    for job in _waiting_jobs(session, owner):
+        pending = []
+        for resource_id in job.waiting_for or []:
+            error, ready = _input_problem(session, resource_id)
+            if error is not None:
+                _end(session, job, FAILED, error=error)
+                break
+            if not ready:
+                pending.append(resource_id)
+        else:
+            if pending and pending == list(job.waiting_for or []):
+                continue  # nothing changed
+            job.waiting_for, job.updated_at = pending, utcnow()
+            if not pending:
+                job.state = QUEUED
+                set_resource_status(session, job, QUEUED)
+                queued.append(job.id)
+    return queued
+
+
+def settle_all_waiting(db: Database) -> list[str]:
+    """The reaper's pass over every waiting job (see :func:`settle_waiting`); the ids it queued."""
+    with db.read_session() as session:
+        if session.scalar(select(Job.id).where(Job.state == WAITING).limit(1)) is None:
+            return []
+    with db.write_session() as session:
+        return settle_waiting(session)
 
 
 # --- worker side ------------------------------------------------------------------------------------
@@ -185,16 +301,23 @@ def lock_own_job(session: Session, *, job_id: str, worker_id: str) -> Job | None
     return job
 
 
-def finish(
-    session: Session, job: Job, state: str, *, error: str | None = None, **resource_fields: Any
-) -> None:
-    """Move a locked, owned job to a terminal state and its resource with it."""
+def _end(session: Session, job: Job, state: str, *, error: str | None = None, **resource_fields: Any) -> None:
     now = utcnow()
     job.state, job.finished_at, job.updated_at, job.lease_expires_at = state, now, now, None
     if state == SUCCEEDED:
         job.progress = 1.0
     job.error = error
     set_resource_status(session, job, state, error=error, **resource_fields)
+
+
+def finish(
+    session: Session, job: Job, state: str, *, error: str | None = None, **resource_fields: Any
+) -> list[str]:
+    """Move a locked job to a terminal state and its resource with it; then the owner's jobs waiting for
+    inputs move on (:func:`settle_waiting`). Returns the ids of the jobs that became ``queued``: the caller
+    dispatches them once the transaction committed."""
+    _end(session, job, state, error=error, **resource_fields)
+    return settle_waiting(session, job.owner)
 
 
 def end_job(db: Database, *, job_id: str, worker_id: str, state: str, error: str | None = None) -> bool:

@@ -85,6 +85,8 @@ class Job(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # {"memory_bytes": ..., "work": ..., "parts": {...}}: the budget check's estimate (service/budget.py).
     estimate: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The inputs (resource ids) a ``waiting`` job still waits for; empty once it is queued (jobstore.py).
+    waiting_for: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     error: Mapped[str | None] = mapped_column(Text)

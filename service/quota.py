@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.errors import Problem
-from service.jobstore import ACTIVE_STATES, QUEUED
+from service.jobstore import ACTIVE_STATES, QUEUED, WAITING
 from service.models import Artifact, Audit, Dataset, Job, Model
 
 QUOTA_SETTING = "SBAUDIT_OWNER_QUOTA_BYTES"
@@ -125,7 +125,7 @@ def counts(session: Session, owner: str) -> dict[str, int]:
     active = (
         select(func.count())
         .select_from(Job)
-        .where(Job.owner == owner, Job.state.in_((QUEUED, *ACTIVE_STATES)))
+        .where(Job.owner == owner, Job.state.in_((WAITING, QUEUED, *ACTIVE_STATES)))
     )
     out["active_jobs"] = int(session.scalar(active) or 0)
     return out

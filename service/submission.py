@@ -5,7 +5,8 @@ the request; a retry with the same request gets that response again (no second j
 a different request is a 422. The record is written in the transaction that creates the resource, so a
 retry racing the original either sees the record or loses on the primary key and replays. An owner at or
 over their storage quota gets 507 here (service/quota.py), one with as many active jobs as they may have a
-429 (service/caps.py); a replay is still answered.
+429 (service/caps.py); a replay is still answered. A job whose inputs are not ready yet is created
+``waiting`` and not dispatched: the job that finishes its last input queues it (service/jobstore.py).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from service.auth import Principal
 from service.caps import check_active_jobs
 from service.dispatch import Executor
 from service.errors import Problem, field_error
-from service.models import IdempotencyRecord, utcnow
+from service.jobstore import QUEUED
+from service.models import IdempotencyRecord, Job, utcnow
 
 log = logging.getLogger("sbaudit.api")
 
-# build(session) -> (response body, Location, job id)
-Builder = Callable[[Session], tuple[dict[str, Any], str, str]]
+# build(session) -> (response body, Location, the new job)
+Builder = Callable[[Session], tuple[dict[str, Any], str, Job]]
 
 
 def _check_key(key: str) -> None:
@@ -83,14 +85,16 @@ async def submit(
         _check_key(idempotency_key)
         digest = fingerprint(request, body)
 
-    def accept(session: Session) -> JSONResponse | tuple[dict[str, Any], str, str]:
+    def accept(session: Session) -> JSONResponse | tuple[dict[str, Any], str, str | None]:
         if digest is not None and idempotency_key is not None:  # both or neither
             replay = _replay(session, owner=principal.owner, key=idempotency_key, digest=digest, ttl=ttl)
             if replay is not None:
                 return replay
         request.app.state.usage_gate.check(session, principal.owner, settings.owner_quota_bytes)
         check_active_jobs(session, principal.owner, settings.max_active_jobs_per_owner)
-        payload, location, job_id = build(session)
+        payload, location, job = build(session)
+        # A waiting job is dispatched when its inputs are ready, by whoever finishes the last of them.
+        job_id = job.id if job.state == QUEUED else None
         if digest is not None:
             session.add(
                 IdempotencyRecord(
@@ -117,7 +121,8 @@ async def submit(
     payload, location, job_id = accepted
     executor: Executor = request.app.state.executor
     try:
-        executor.dispatch(job_id)
+        if job_id is not None:
+            executor.dispatch(job_id)
     except Exception:  # the job row is committed; the executor's sweep picks it up later
         log.exception("dispatching job %s failed; it stays queued", job_id)
     return JSONResponse(payload, status_code=202, headers={"Location": location})

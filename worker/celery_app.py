@@ -101,6 +101,7 @@ def make_celery(settings: Settings) -> Celery:
                 worker_id=new_worker_id("celery"),
                 stop_event=stop,
                 contained=True,  # max_tasks_per_child=1: the pool child exits after this job
+                dispatch=functools.partial(send, app, db),  # the jobs that waited for this one's result
             )
             if outcome == "released":
                 send(app, db, [job_id])  # this message was consumed; queue the job for another worker
@@ -237,12 +238,15 @@ def reap_and_redispatch(app: Celery, settings: Settings) -> list[str]:
     )
     if requeued:
         log.warning("re-queued jobs whose worker stopped responding: %s", ", ".join(requeued))
+    unblocked = jobstore.settle_all_waiting(db)
+    if unblocked:
+        log.warning("queued jobs whose inputs became ready unseen: %s", ", ".join(unblocked))
     before = utcnow() - timedelta(seconds=settings.redispatch_after_seconds)
     never_sent = jobstore.undispatched_job_ids(db, before=before)
     lost = lost_messages(app, db, before=before)
     if never_sent or lost:
         log.warning("sending again queued jobs whose message was lost: %s", ", ".join(never_sent + lost))
-    todo = list(dict.fromkeys(requeued + never_sent + lost))
+    todo = list(dict.fromkeys(requeued + unblocked + never_sent + lost))
     send(app, db, todo)
     return todo
 

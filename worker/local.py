@@ -198,6 +198,9 @@ class LocalExecutor:
             )
             if requeued:
                 log.warning("re-queued jobs whose worker stopped responding: %s", ", ".join(requeued))
+            unblocked = jobstore.settle_all_waiting(self.db)  # queued: this poll starts them
+            if unblocked:
+                log.warning("queued jobs whose inputs became ready unseen: %s", ", ".join(unblocked))
         free = self.settings.workers - len(self._running)
         if free <= 0 or self._stopping.is_set():
             return

@@ -291,9 +291,13 @@ def run_job(
     stop_event: threading.Event | None = None,
     handlers: dict[str, Callable[[JobContext], HandlerResult]] | None = None,
     contained: bool = False,
+    dispatch: Callable[[list[str]], None] | None = None,
 ) -> str:
     """Run one job to an end. Returns what happened: ``succeeded``, ``failed``, ``canceled``,
     ``released`` (shutdown), ``lost`` (lease lost) or ``skipped`` (not claimable).
+
+    ``dispatch(job_ids)`` is given the jobs that were waiting for this one's result and are queued now that
+    it succeeded (the Celery worker sends them; the local executor's poller finds queued jobs itself).
 
     ``contained``: this process runs this one job and ends with it (the executors' job processes), so the
     job's memory limit is set on the whole process, for good. Either way an allocation that fails ends the
@@ -352,7 +356,9 @@ def run_job(
         result = handler(ctx)
         if time.monotonic() >= lease.deadline:  # it finished, but too late: the limit holds either way
             raise JobTimeLimit(lease.time_limit)
-        outcome = _record(ctx, worker_id, result)
+        outcome, queued = _record(ctx, worker_id, result)
+        if queued and dispatch is not None:
+            dispatch(queued)
     except JobCanceled:
         outcome = end(jobstore.CANCELED, jobstore.CANCELED_BY_USER)
     except JobInterrupted:
@@ -387,9 +393,10 @@ def run_job(
     return outcome
 
 
-def _record(ctx: JobContext, worker_id: str, result: HandlerResult) -> str:
+def _record(ctx: JobContext, worker_id: str, result: HandlerResult) -> tuple[str, list[str]]:
     """Store the files, then commit artifacts + resource + job state together, if we still hold the job.
-    The commit is retried through a database outage (it is a compare-and-set on the job we hold)."""
+    The commit is retried through a database outage (it is a compare-and-set on the job we hold). Returns
+    the outcome and the jobs that waited for this result and are queued now."""
     pause_at = functools.partial(faults.pause, job_id=ctx.job_id, data_dir=ctx.settings.data_dir)
     pause_at("before_artifacts")
     ledger = job_files.blob_ledger(ctx.settings, ctx.job_id)
@@ -399,16 +406,16 @@ def _record(ctx: JobContext, worker_id: str, result: HandlerResult) -> str:
     publisher = result.publisher
     if publisher is not None:
         fields.update(publisher.publish([_artifact_read(ctx, *planned) for planned in blobs]))
-    outcome = "lost"
+    outcome, queued = "lost", []
     try:
-        outcome = retry_while_unavailable(
+        outcome, queued = retry_while_unavailable(
             lambda: _commit(ctx, worker_id, fields, blobs, pause_at),
             what=f"job {ctx.job_id}: recording results",
         )
     finally:
         if publisher is not None and outcome != "succeeded":
             publisher.retract()
-    return outcome
+    return outcome, queued
 
 
 def _artifact(ctx: JobContext, artifact_id: str, out: OutputFile, blob: StoredBlob) -> Artifact:
@@ -431,17 +438,20 @@ def _artifact_read(ctx: JobContext, artifact_id: str, out: OutputFile, blob: Sto
     return artifact_read(row)
 
 
-def _commit(ctx: JobContext, worker_id: str, fields: dict[str, Any], blobs: list, pause_at) -> str:
+def _commit(
+    ctx: JobContext, worker_id: str, fields: dict[str, Any], blobs: list, pause_at
+) -> tuple[str, list[str]]:
+    """(the outcome, the jobs that waited for this result and are queued now)."""
     with ctx.db.write_session() as session:
         job = jobstore.lock_own_job(session, job_id=ctx.job_id, worker_id=worker_id)
         if job is None:
-            return "lost"
+            return "lost", []
         if job.state == jobstore.CANCELING:
             jobstore.finish(session, job, jobstore.CANCELED, error=jobstore.CANCELED_BY_USER)
-            return "canceled"
+            return "canceled", []
         for planned in blobs:
             session.add(_artifact(ctx, *planned))
         values = {k: jsonable(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
-        jobstore.finish(session, job, jobstore.SUCCEEDED, **values)
+        queued = jobstore.finish(session, job, jobstore.SUCCEEDED, **values)
         pause_at("after_artifacts")
-    return "succeeded"
+    return "succeeded", queued

@@ -149,6 +149,7 @@ def job_view(job: Mapping[str, Any]) -> RenderableType:
             ("state", job.get("state")),
             ("progress", f"{100 * (job.get('progress') or 0):.0f}%"),
             ("stage", job.get("stage")),
+            ("waiting for", ", ".join(job.get("waiting_for") or []) or None),
             ("step", step_text(detail) or None),
             ("metrics", metrics_text(detail.get("metrics")) or None),
             ("ETA", duration(job["eta_seconds"]) if job.get("eta_seconds") is not None else None),

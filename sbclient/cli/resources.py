@@ -204,11 +204,19 @@ def _register_jobs(subparsers: Subparsers, common: argparse.ArgumentParser) -> N
     )
     watch.add_argument("id")
     watch.set_defaults(handler=watch_job)
-    cancel = actions.add_parser("cancel", parents=[common], help="cancel a job")
+    cancel = actions.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel a job",
+        description="The jobs waiting for its result fail, naming it; --cascade cancels them instead.",
+    )
     cancel.add_argument("id")
+    cancel.add_argument(
+        "--cascade", action="store_true", help="also cancel the jobs waiting for this one, down the chain"
+    )
     cancel.set_defaults(handler=cancel_job)
     _show_and_list(actions, common, "job", show_job, list_jobs,
-                   {"--state": "queued, running, succeeded, ...", "--kind": "e.g. train_model",
+                   {"--state": "waiting, queued, running, succeeded, ...", "--kind": "e.g. train_model",
                     "--resource-id": "the job of this dataset, model or audit"})  # fmt: skip
 
 
@@ -439,7 +447,7 @@ def watch_job(args: argparse.Namespace, client: Client) -> int:
 
 @client_command
 def cancel_job(args: argparse.Namespace, client: Client) -> int:
-    job = client.cancel_job(args.id)
+    job = client.cancel_job(args.id, cascade=args.cascade)
     _show(args, "job", job, client)
     return 0
 

@@ -25,11 +25,19 @@ if TYPE_CHECKING:
 PLAIN_EVERY_SECONDS = 5.0
 
 
+def stage_text(job: Job) -> str:
+    """The stage, or the state before the first one; a waiting job names what it waits for."""
+    waiting_for = job.get("waiting_for") or []
+    if job["state"] == "waiting" and waiting_for:
+        return f"waiting for {', '.join(waiting_for)}"
+    return job.get("stage") or job["state"]
+
+
 def _status(job: Job) -> dict[str, Any]:  # rich task fields (text here)
     detail = job.get("detail") or {}
     eta = job.get("eta_seconds")
     return {
-        "stage": job.get("stage") or job["state"],
+        "stage": stage_text(job),
         "steps": step_text(detail),
         "metrics": metrics_text(detail.get("metrics")),
         "eta": f"ETA {duration(eta)}" if eta is not None else "",
@@ -81,7 +89,7 @@ def _follow_plain(client: Client, job_id: str, console: Console) -> Job:
     def show(event: JobEvent) -> None:
         nonlocal last_key, last_time
         job = event.job
-        key = (job["state"], job.get("stage"))
+        key = (job["state"], stage_text(job))
         now = time.monotonic()
         finished = job["state"] in TERMINAL_STATES  # the final line says it
         if finished or (key == last_key and now - last_time < PLAIN_EVERY_SECONDS):
@@ -91,7 +99,7 @@ def _follow_plain(client: Client, job_id: str, console: Console) -> Job:
         parts = [
             job_id,
             job["state"],
-            job.get("stage") or "",
+            status["stage"] if status["stage"] != job["state"] else "",
             f"{100 * job['progress']:.0f}%",
             status["steps"],
             status["metrics"],

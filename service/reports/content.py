@@ -39,6 +39,7 @@ HEADLINES: dict[VerdictLabel, str] = {
     "simplicity_biased": "Simplicity-biased",
     "not_simplicity_biased": "Not simplicity-biased",
     "inconclusive": "Inconclusive",
+    "waiting": "Waiting for its inputs",
     "queued": "Queued",
     "running": "Running",
     "failed": "Failed",

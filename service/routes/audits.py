@@ -13,17 +13,17 @@ from service.auth import DB, CurrentPrincipal
 from service.errors import field_error
 from service.estimates import audit_estimate, model_cost
 from service.ids import new_id
-from service.jobstore import QUEUED, create_job
-from service.models import Audit, Dataset, Model
+from service.inputs import Pending, dataset_description, lock_waited, usable
+from service.jobstore import RESOURCE_STATUS, create_job
+from service.models import Audit, Dataset, Job, Model
 from service.routes.common import (
-    CREATE_RESPONSES,
+    INPUT_RESPONSES,
     PROBLEM_RESPONSES,
     Cursor,
     IdempotencyKey,
     Limit,
     get_owned,
     model_response,
-    require_ready,
     resource_page,
     settings_of,
 )
@@ -98,18 +98,27 @@ def mlflow_target(body: AuditCreate, settings: Settings, audit_id: str) -> dict[
     }
 
 
-def audited_models(session: Session, body: AuditCreate, owner: str) -> tuple[list[Model], int]:
+def _model(session: Session, owner: str, model_id: str, field: str, pending: list[Pending]) -> Model:
+    """A model to audit; added to ``pending`` while it is not ready (still training)."""
+    row: Model = get_owned(session, Model, "model", owner=owner, resource_id=model_id)
+    if not usable(row, "model", field):
+        pending.append((row, "model", field))
+    return row
+
+
+def audited_models(
+    session: Session, body: AuditCreate, owner: str, pending: list[Pending]
+) -> tuple[list[Model], int]:
     """The model rows to audit and the ensemble size: one row (its own ensemble_size), or the ``model_ids``
-    rows, which must be ready single models agreeing on input shape and classes."""
+    rows, which must be single models agreeing on input shape and classes. Those not ready yet are added to
+    ``pending``."""
     if body.model_id is not None:
-        model = get_owned(session, Model, "model", owner=owner, resource_id=body.model_id)
-        require_ready(model, "model", "body.model_id")
+        model = _model(session, owner, body.model_id, "body.model_id", pending)
         return [model], ensemble_size_of(model)
     rows: list[Model] = []
     for i, model_id in enumerate(body.model_ids or []):
         field = f"body.model_ids.{i}"
-        row = get_owned(session, Model, "model", owner=owner, resource_id=model_id)
-        require_ready(row, "model", field)
+        row = _model(session, owner, model_id, field, pending)
         if ensemble_size_of(row) != 1:
             raise field_error(field, f"model {row.id} is itself an ensemble; list single models")
         first = rows[0] if rows else row
@@ -129,7 +138,7 @@ def audited_models(session: Session, body: AuditCreate, owner: str) -> tuple[lis
 @router.post(
     "",
     status_code=202,
-    responses=CREATE_RESPONSES,
+    responses=INPUT_RESPONSES,
     response_model=AuditRead,
     summary="Audit a model or an ensemble",
     operation_id="createAudit",
@@ -143,8 +152,9 @@ async def create_audit(
     audit_id = new_id("audit")
     mlflow = mlflow_target(body, settings, audit_id)
 
-    def build(session: Session) -> tuple[dict[str, Any], str, str]:
-        models, ensemble_size = audited_models(session, body, principal.owner)
+    def build(session: Session) -> tuple[dict[str, Any], str, Job]:
+        pending: list[Pending] = []
+        models, ensemble_size = audited_models(session, body, principal.owner, pending)
         model = models[0]
         if ensemble_size == 1:
             needing = [check for check in body.checks if check in NEEDS_ENSEMBLE]
@@ -160,10 +170,12 @@ async def create_audit(
         if not dataset_id:
             raise field_error("body.dataset_id", "this model was uploaded without a dataset: give dataset_id")
         dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=dataset_id)
-        require_ready(dataset, "dataset", "body.dataset_id")
-        check_inputs(body, model, dataset.description or {})
+        if not usable(dataset, "dataset", "body.dataset_id"):
+            pending.append((dataset, "dataset", "body.dataset_id"))
+        description = dataset_description(dataset)
+        check_inputs(body, model, description)
         members = [model_cost(m) for m in models] if len(models) > 1 else [model_cost(model)] * ensemble_size
-        estimate = budget.enforce(audit_estimate(body, members, dataset.description or {}), settings)
+        estimate = budget.enforce(audit_estimate(body, members, description), settings)
         params: dict[str, Any] = {
             "checks": list(body.checks),
             "options": body.resolved_options(),
@@ -184,11 +196,11 @@ async def create_audit(
             id=audit_id,
             owner=principal.owner,
             name=body.name,
-            status=QUEUED,
             model_id=model.id,
             dataset_id=dataset.id,
             params=params,
         )
+        waiting_for = lock_waited(session, pending)
         job = create_job(
             session,
             owner=principal.owner,
@@ -198,10 +210,11 @@ async def create_audit(
             params={"model_id": model.id, "dataset_id": dataset.id, **params},
             max_attempts=settings.job_max_attempts,
             estimate=estimate,
+            waiting_for=waiting_for,
         )
-        row.job_id = job.id
+        row.job_id, row.status = job.id, RESOURCE_STATUS[job.state]
         session.add(row)
-        return audit_read(row, []).model_dump(mode="json"), f"/v1/audits/{row.id}", job.id
+        return audit_read(row, []).model_dump(mode="json"), f"/v1/audits/{row.id}", job
 
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 

@@ -71,6 +71,16 @@ CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The POSTs whose inputs may not be ready yet (models, audits): the new job waits for those, but an input that
+# failed or was canceled never will be.
+INPUT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **CREATE_RESPONSES,
+    409: problem(
+        "An input (`dataset_id`, `model_id`) failed or was canceled; names the field (problem+json)."
+    ),
+}
+
+
 def model_response(model: BaseModel, status_code: int = 200) -> Response:
     """Serialize an already validated response model once (FastAPI would validate it a second time)."""
     return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")

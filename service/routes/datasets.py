@@ -12,8 +12,8 @@ from service import budget, limits
 from service.auth import DB, CurrentPrincipal
 from service.estimates import dataset_estimate
 from service.ids import new_id
-from service.jobstore import QUEUED, create_job
-from service.models import Dataset
+from service.jobstore import RESOURCE_STATUS, create_job
+from service.models import Dataset, Job
 from service.routes.common import (
     CREATE_RESPONSES,
     PROBLEM_RESPONSES,
@@ -48,12 +48,11 @@ async def create_dataset(
     limits.check_dataset(body, settings)
     estimate = budget.enforce(dataset_estimate(body), settings)
 
-    def build(session: Session) -> tuple[dict[str, Any], str, str]:
+    def build(session: Session) -> tuple[dict[str, Any], str, Job]:
         row = Dataset(
             id=new_id("dataset"),
             owner=principal.owner,
             name=body.name,
-            status=QUEUED,
             spec=body.model_dump(mode="json", exclude_none=True),
         )
         job = create_job(
@@ -66,9 +65,9 @@ async def create_dataset(
             max_attempts=settings.job_max_attempts,
             estimate=estimate,
         )
-        row.job_id = job.id
+        row.job_id, row.status = job.id, RESOURCE_STATUS[job.state]
         session.add(row)
-        return dataset_read(row, []).model_dump(mode="json"), f"/v1/datasets/{row.id}", job.id
+        return dataset_read(row, []).model_dump(mode="json"), f"/v1/datasets/{row.id}", job
 
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 

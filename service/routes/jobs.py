@@ -119,14 +119,23 @@ async def get_job(
     operation_id="cancelJob",
     responses={409: problem("The job already succeeded or failed (problem+json)."), **BODY_RESPONSES},
 )
-def cancel(job_id: str, principal: CurrentPrincipal, db: DB) -> Response:
-    """A queued job is canceled at once; a running one moves to ``canceling`` and stops at its next
-    progress point, ending ``canceled``; one that reaches none within SBAUDIT_CANCEL_GRACE_SECONDS is
-    killed and ends ``canceled`` then. Canceling a canceled job is a no-op."""
+def cancel(
+    job_id: str,
+    principal: CurrentPrincipal,
+    db: DB,
+    cascade: Annotated[
+        bool,
+        Query(description="Also cancel the jobs waiting for this one's result, down the chain."),
+    ] = False,
+) -> Response:
+    """A waiting or queued job is canceled at once; a running one moves to ``canceling`` and stops at its
+    next progress point, ending ``canceled``; one that reaches none within SBAUDIT_CANCEL_GRACE_SECONDS is
+    killed and ends ``canceled`` then. Canceling a canceled job is a no-op. Jobs waiting for this one's
+    resource fail at once, naming it; with ``cascade=true`` they are canceled instead."""
     if not looks_like("job", job_id):
         raise not_found("job", job_id)
     try:
-        job = cancel_job(db, owner=principal.owner, job_id=job_id)
+        job = cancel_job(db, owner=principal.owner, job_id=job_id, cascade=cascade)
     except CancelConflict as exc:
         raise Problem(409, str(exc), slug="job-finished") from exc
     if job is None:

@@ -14,17 +14,17 @@ from service.auth import DB, CurrentPrincipal
 from service.errors import field_error
 from service.estimates import training_estimate
 from service.ids import new_id
-from service.jobstore import QUEUED, create_job
-from service.models import Dataset, Model
+from service.inputs import Pending, dataset_description, lock_waited, usable
+from service.jobstore import RESOURCE_STATUS, create_job
+from service.models import Dataset, Job, Model
 from service.routes.common import (
-    CREATE_RESPONSES,
+    INPUT_RESPONSES,
     PROBLEM_RESPONSES,
     Cursor,
     IdempotencyKey,
     Limit,
     get_owned,
     model_response,
-    require_ready,
     resource_page,
     settings_of,
 )
@@ -76,7 +76,7 @@ def check_adversarial(body: ModelCreate, num_classes: int | None) -> None:
 @router.post(
     "",
     status_code=202,
-    responses=CREATE_RESPONSES,
+    responses=INPUT_RESPONSES,
     response_model=ModelRead,
     summary="Train a model",
     operation_id="createModel",
@@ -87,19 +87,21 @@ async def create_model(
     settings = settings_of(request)
     limits.check_model(body, settings)
 
-    def build(session: Session) -> tuple[dict[str, Any], str, str]:
+    def build(session: Session) -> tuple[dict[str, Any], str, Job]:
         dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=body.dataset_id)
-        require_ready(dataset, "dataset", "body.dataset_id")
-        input_shape = list((dataset.description or {}).get("input_shape") or [])
-        num_classes = (dataset.description or {}).get("num_classes")
+        pending: list[Pending] = (
+            [] if usable(dataset, "dataset", "body.dataset_id") else [(dataset, "dataset", "body.dataset_id")]
+        )
+        description = dataset_description(dataset)
+        input_shape = list(description.get("input_shape") or [])
+        num_classes = description.get("num_classes")
         check_fits(body, input_shape)
         check_adversarial(body, num_classes)
-        estimate = budget.enforce(training_estimate(body, dataset.description or {}, settings), settings)
+        estimate = budget.enforce(training_estimate(body, description, settings), settings)
         row = Model(
             id=new_id("model"),
             owner=principal.owner,
             name=body.name,
-            status=QUEUED,
             dataset_id=dataset.id,
             architecture=body.architecture.model_dump(mode="json"),
             training=stored_training(body.training.model_dump(mode="json"), body.ensemble_size),
@@ -107,6 +109,7 @@ async def create_model(
             input_shape=input_shape,
             num_classes=num_classes,
         )
+        waiting_for = lock_waited(session, pending)
         job = create_job(
             session,
             owner=principal.owner,
@@ -122,10 +125,11 @@ async def create_model(
             },
             max_attempts=settings.job_max_attempts,
             estimate=estimate,
+            waiting_for=waiting_for,
         )
-        row.job_id = job.id
+        row.job_id, row.status = job.id, RESOURCE_STATUS[job.state]
         session.add(row)
-        return model_read(row, []).model_dump(mode="json"), f"/v1/models/{row.id}", job.id
+        return model_read(row, []).model_dump(mode="json"), f"/v1/models/{row.id}", job
 
     return await submit(request, principal=principal, idempotency_key=idempotency_key, body=body, build=build)
 

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
-ResourceStatus = Literal["queued", "running", "ready", "failed", "canceled"]
-JobState = Literal["queued", "running", "succeeded", "failed", "canceling", "canceled"]
+ResourceStatus = Literal["waiting", "queued", "running", "ready", "failed", "canceled"]
+JobState = Literal["waiting", "queued", "running", "succeeded", "failed", "canceling", "canceled"]
 
 # Seeds are stored in 64-bit columns and fed to numpy/torch generators.
 Seed = Field(default=0, ge=0, le=2**63 - 1, description="Random seed; the same seed reproduces the result.")

@@ -28,6 +28,11 @@ class JobRead(ReadModel):
         "(multiply-adds), with parts saying what each is made of; checked against the server's job budget "
         "before it was queued. Null for uploads and for jobs queued before budgets existed.",
     )
+    waiting_for: list[str] = Field(
+        default=[],
+        description="While `waiting`: the inputs (dataset and model ids) not ready yet; the job is queued "
+        "when they all are, and fails naming the input if one fails or is canceled. Empty otherwise.",
+    )
     attempt: int = Field(description="1 on the first run; +1 each time a lost worker's job is re-queued.")
     max_attempts: int
     error: str | None

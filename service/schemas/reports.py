@@ -11,7 +11,14 @@ from service.schemas.datasets import DatasetRead
 from service.schemas.models import ModelRead
 
 VerdictLabel = Literal[
-    "simplicity_biased", "not_simplicity_biased", "inconclusive", "queued", "running", "failed", "canceled"
+    "simplicity_biased",
+    "not_simplicity_biased",
+    "inconclusive",
+    "waiting",
+    "queued",
+    "running",
+    "failed",
+    "canceled",
 ]
 
 

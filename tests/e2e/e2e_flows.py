@@ -125,3 +125,47 @@ def attacks_and_plots(client: httpx.Client) -> dict:
     curves = next(a for a in model["artifacts"] if a["kind"] == "training_curves")
     assert check_artifact(client, curves).startswith(PNG_SIGNATURE)
     return audit
+
+
+def pipeline_in_three_posts(client: httpx.Client) -> dict:
+    """The README pipeline submitted back to back, each POST naming the one before while it is not ready
+    (the model and the audit wait for their inputs), then one wait, on the audit."""
+    dataset = create(client, "/v1/datasets", {**SMALL_LMS5, "seed": 3})
+    model = create(client, "/v1/models", {
+        "dataset_id": dataset["id"], "architecture": FCN, "training": TRAINING, "seed": 0})  # fmt: skip
+    audit = create(client, "/v1/audits", {
+        "model_id": model["id"], "checks": ["randomization"], "simple_blocks": [0]})  # fmt: skip
+    assert model["status"] == "waiting" and audit["status"] == "waiting", (model, audit)
+    assert client.get(f"/v1/jobs/{audit['job_id']}").json()["waiting_for"] == [model["id"], dataset["id"]]
+    audit = ready(client, "audits", audit)
+    rand = audit["results"]["randomization"]
+    assert 0.4 <= rand["s_randomized_auc"]["mean"] <= 0.6, rand
+    assert rand["sc_randomized_auc"]["mean"] >= 0.95, rand
+    assert audit["verdict"] and audit["verdict_code"]
+    for kind, resource in (("datasets", dataset), ("models", model)):
+        assert client.get(f"/v1/{kind}/{resource['id']}").json()["status"] == "ready"
+    return audit
+
+
+# A server where every dataset job fails (its time limit is shorter than any dataset takes): the
+# dependency that fails, for failing_input_fails_dependents.
+FAILING_DATASETS_ENV = {"SBAUDIT_JOB_TIME_LIMITS": '{"generate_dataset": 0.001}'}
+
+
+def failing_input_fails_dependents(client: httpx.Client) -> None:
+    """On a server with FAILING_DATASETS_ENV: the dataset fails, and the model and the audit waiting for it
+    fail with its id (and the model's) in their errors."""
+    dataset = create(client, "/v1/datasets", SMALL_LMS5)
+    model = create(
+        client, "/v1/models", {"dataset_id": dataset["id"], "architecture": FCN, "training": TRAINING}
+    )
+    audit = create(client, "/v1/audits", {"model_id": model["id"], "checks": ["randomization"]})
+    failed = wait_for_job(client, audit["job_id"], timeout=120)
+    dataset_job = client.get(f"/v1/jobs/{dataset['job_id']}").json()
+    assert dataset_job["state"] == "failed" and "time limit" in dataset_job["error"], dataset_job
+    model_job = client.get(f"/v1/jobs/{model['job_id']}").json()
+    assert model_job["state"] == "failed", model_job
+    assert model_job["error"] == f"input dataset {dataset['id']} failed: {dataset_job['error']}"
+    assert failed["state"] == "failed" and failed["started_at"] is None, failed
+    assert failed["error"] == f"input model {model['id']} failed: {model_job['error']}"
+    assert client.get(f"/v1/audits/{audit['id']}").json()["status"] == "failed"

@@ -6,12 +6,15 @@ import signal
 import time
 
 from e2e_flows import (
+    FAILING_DATASETS_ENV,
     INTERRUPTIBLE_UPDATES,
     SMALL_LMS5,
     attacks_and_plots,
     create,
     dataset_model_audit,
+    failing_input_fails_dependents,
     long_training,
+    pipeline_in_three_posts,
     ready,
     wait_until_training,
 )
@@ -22,6 +25,22 @@ def test_dataset_model_audit(embedded):
     with embedded.client() as client:
         dataset_model_audit(client)
         assert client.get("/metrics").status_code == 200
+
+
+def test_the_pipeline_in_three_posts_then_one_wait(embedded):
+    with embedded.client() as client:
+        pipeline_in_three_posts(client)
+
+
+def test_a_failed_dataset_fails_the_jobs_waiting_for_it(tmp_path):
+    from e2e_support import start_server
+
+    server = start_server(tmp_path, **FAILING_DATASETS_ENV)
+    try:
+        with server.client() as client:
+            failing_input_fails_dependents(client)
+    finally:
+        server.proc.stop()
 
 
 def test_attack_checks_and_their_plots(embedded):

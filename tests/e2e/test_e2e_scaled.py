@@ -6,15 +6,19 @@ import json
 import signal
 
 from e2e_flows import (
+    FAILING_DATASETS_ENV,
     INTERRUPTIBLE_UPDATES,
     SMALL_LMS5,
     create,
     dataset_model_audit,
+    failing_input_fails_dependents,
     long_training,
+    pipeline_in_three_posts,
     ready,
     wait_until_training,
 )
-from e2e_support import wait_for_job
+from e2e_support import private_database, start_server, wait_for_job
+from faults_support import PrivateRedis
 
 
 def test_dataset_model_audit(scaled):
@@ -22,6 +26,36 @@ def test_dataset_model_audit(scaled):
         dataset_model_audit(client)
         ready = client.get("/readyz").json()
         assert ready["checks"]["broker"] == "ok" and ready["checks"]["database"] == "ok"
+
+
+def test_the_pipeline_in_three_posts_then_one_wait(scaled):
+    """The worker that finishes an input sends the jobs that waited for it."""
+    with scaled.client() as client:
+        pipeline_in_three_posts(client)
+
+
+def test_a_failed_dataset_fails_the_jobs_waiting_for_it(tmp_path):
+    """Its own API, worker, database and Redis: every dataset job fails on this server."""
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    server = None
+    try:
+        with private_database() as url:
+            server = start_server(
+                tmp_path, SBAUDIT_DATABASE_URL=url, SBAUDIT_BROKER_URL=redis.url, **FAILING_DATASETS_ENV
+            )
+            server.start_worker(tmp_path)
+            with server.client() as client:
+                failing_input_fails_dependents(client)
+            for worker in server.workers:
+                worker.stop()
+            server.proc.stop()
+    finally:
+        if server is not None:
+            for worker in server.workers:
+                worker.kill_group()
+            server.proc.kill_group()
+        redis.kill()
 
 
 def test_a_worker_killed_mid_training_is_replaced_and_nothing_is_lost(scaled, tmp_path):

@@ -236,6 +236,38 @@ def test_jobs_watch_exits_1_for_a_failed_job(server, capsys):
     assert code == 1 and err.strip() == "job job_1 failed: RuntimeError: out of memory"
 
 
+def test_watching_a_waiting_job_names_what_it_waits_for_then_follows_it(server, capsys):
+    waiting = {**JOB, "state": "waiting", "waiting_for": ["mdl_1", "ds_1"]}
+    server.routes[("GET", "/v1/jobs/job_1/events")] = sse(
+        ("job", waiting), ("job", {**waiting, "waiting_for": ["mdl_1"]}), ("job", {**JOB, "waiting_for": []}),
+        ("job", RUNNING), ("job", {**RUNNING, "state": "succeeded", "progress": 1.0}),
+        ("end", {"state": "succeeded"}),
+    )  # fmt: skip
+    code, _, err = run(capsys, "jobs", "watch", "job_1")
+    assert code == 0
+    lines = err.splitlines()
+    assert lines[:3] == [
+        "job_1  waiting  waiting for mdl_1, ds_1  0%",
+        "job_1  waiting  waiting for mdl_1  0%",
+        "job_1  queued  0%",
+    ]
+
+
+def test_jobs_cancel_cascades_only_when_asked(server, capsys):
+    server.routes[("POST", "/v1/jobs/job_1/cancel")] = httpx.Response(202, json={**JOB, "state": "canceled"})
+    assert run(capsys, "jobs", "cancel", "job_1")[0] == 0
+    assert run(capsys, "jobs", "cancel", "job_1", "--cascade")[0] == 0
+    sent = [dict(r.url.params) for r in server.requests if r.url.path == "/v1/jobs/job_1/cancel"]
+    assert sent == [{}, {"cascade": "true"}]
+
+
+def test_a_job_shows_what_it_waits_for(server, capsys):
+    waiting = {**JOB, "state": "waiting", "waiting_for": ["ds_1"]}
+    server.routes[("GET", "/v1/jobs/job_1")] = httpx.Response(200, json=waiting)
+    code, out, _ = run(capsys, "jobs", "show", "job_1")
+    assert code == 0 and any(line.split() == ["waiting", "for", "ds_1"] for line in out.splitlines())
+
+
 def test_lists_stop_at_the_limit(server, capsys):
     pages = [httpx.Response(200, json={"data": [{**JOB, "id": f"job_{i}"} for i in range(3)],
                                        "next_cursor": "c"}),

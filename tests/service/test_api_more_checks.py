@@ -201,6 +201,10 @@ def test_model_ids_errors(client, auth, other_auth, db, ready_dataset):
         assert field in fields(client.post("/v1/audits", json=body, headers=auth)), body
     theirs = _model(db, ready_dataset, owner="bob")
     problem(client.post("/v1/audits", json={"model_ids": [first, theirs]}, headers=auth), 404)
-    queued = _model(db, ready_dataset, status="queued")
-    body = problem(client.post("/v1/audits", json={"model_ids": [first, queued]}, headers=auth), 409)
+    failed = _model(db, ready_dataset, status="failed")
+    body = problem(client.post("/v1/audits", json={"model_ids": [first, failed]}, headers=auth), 409)
     assert body["field"] == "body.model_ids.1"
+    queued = _model(db, ready_dataset, status="queued")  # still training: the audit waits for it
+    audit = client.post("/v1/audits", json={"model_ids": [first, queued]}, headers=auth).json()
+    assert audit["status"] == "waiting"
+    assert client.get(f"/v1/jobs/{audit['job_id']}", headers=auth).json()["waiting_for"] == [queued]

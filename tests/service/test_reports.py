@@ -192,7 +192,7 @@ def test_report_json_matches_the_schema_and_the_results(client, auth, stored, en
     assert not [p for p in paths if p.startswith("/ui") or p == "/"]
 
 
-@pytest.mark.parametrize("status", ["queued", "running"])
+@pytest.mark.parametrize("status", ["waiting", "queued", "running"])
 def test_an_unfinished_audit_links_to_its_job(client, auth, stored, status):
     ids = stored(status=status)
     page = client.get(f"/v1/audits/{ids['audit']}/report", headers=auth).text

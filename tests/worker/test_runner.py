@@ -9,7 +9,7 @@ from service_testing import queue_job, state
 from sqlalchemy import select
 
 from service import jobstore
-from service.models import Artifact
+from service.models import Artifact, Job, Model
 from worker.runner import HandlerResult, JobError, OutputFile, run_job
 
 
@@ -162,3 +162,44 @@ def test_progress_writes_are_throttled(db, settings):
     job_id = queue_job(db)
     assert run(db, throttled, job_id, many_events) == "succeeded"
     assert seen == [0], "only the first event of the interval was written"
+
+
+def waiting_model(db, dataset_job_id: str) -> str:
+    """A train_model job waiting for the dataset of ``dataset_job_id``, as POST /v1/models creates it."""
+    dataset_id = state(db, dataset_job_id)[1].id
+    with db.write_session() as session:
+        row = Model(
+            id="mdl_waitingmodel0001", owner="alice", status="waiting", job_id="", dataset_id=dataset_id
+        )
+        job = jobstore.create_job(
+            session, owner="alice", kind="train_model", resource_type="model", resource_id=row.id,
+            params={}, max_attempts=3, waiting_for=[dataset_id],
+        )  # fmt: skip
+        row.job_id = job.id
+        session.add(row)
+    return job.id
+
+
+def test_success_queues_and_dispatches_the_jobs_waiting_for_the_result(db, settings):
+    job_id = queue_job(db)
+    model_job = waiting_model(db, job_id)
+    dispatched: list[list[str]] = []
+    assert run(db, settings, job_id, writes_two_files, dispatch=dispatched.append) == "succeeded"
+    assert dispatched == [[model_job]]
+    with db.read_session() as session:
+        assert session.get(Job, model_job).state == "queued"
+
+
+def test_failure_fails_the_jobs_waiting_for_the_result_and_dispatches_nothing(db, settings):
+    def fails(ctx):
+        raise JobError("no such preset")
+
+    job_id = queue_job(db)
+    model_job = waiting_model(db, job_id)
+    dispatched: list[list[str]] = []
+    assert run(db, settings, job_id, fails, dispatch=dispatched.append) == "failed"
+    assert dispatched == []
+    dataset_id = state(db, job_id)[1].id
+    with db.read_session() as session:
+        job = session.get(Job, model_job)
+        assert job.state == "failed" and job.error == f"input dataset {dataset_id} failed: no such preset"
