@@ -21,6 +21,7 @@ from sbengine.uploads.checkpoints import check_checkpoint
 from sbengine.uploads.datasets import check_dataset
 from sbengine.uploads.formats import Rejected, check_framing
 from sbengine.uploads.messages import one_line
+from sbengine.uploads.onnx_check import check_onnx
 
 
 def _limit(limits: dict[str, int]) -> None:
@@ -53,17 +54,22 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     try:  # the libraries first: failing to load them is the server's problem, not the file's
         import numpy  # noqa: F401
 
-        if request["kind"] == "checkpoint":
+        if request["kind"] in ("checkpoint", "onnx"):
             import safetensors.torch  # noqa: F401
             import torch  # noqa: F401
 
             import sbengine.models  # noqa: F401
+        if request["kind"] == "onnx":
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
     except (ImportError, OSError, MemoryError) as exc:
         return _unavailable(exc)
     try:
         kind = request["kind"]
-        if kind not in ("checkpoint", "dataset"):
+        if kind not in ("checkpoint", "dataset", "onnx"):
             raise ValueError(f"unknown request kind {kind!r}")
+        if kind == "onnx":
+            return {"ok": True, "format": "onnx", **check_onnx(request)}
         framing = check_framing(Path(request["path"]), kind=kind, max_total_bytes=request["max_bytes"])
         if kind == "checkpoint":
             request = {**request, "format": "safetensors" if framing == "safetensors" else "pytorch"}
