@@ -109,7 +109,7 @@ def _pool(kind: str) -> Op:
         ceil = bool(a.get("ceil_mode", 0))
         if kind == "max":
             fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[spatial - 1]
-            if begins != ends:
+            if begins != ends or any(2 * p > k for p, k in zip(begins, kernel, strict=True)):
                 x = F.pad(x, _torch_pad(begins, ends), value=-math.inf)
                 begins = [0] * spatial
             return fn(x, kernel, strides, begins, dil, ceil)
@@ -117,15 +117,14 @@ def _pool(kind: str) -> Op:
             raise NotImplementedError("AveragePool with dilations")
         include = bool(a.get("count_include_pad", 0))
         fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[spatial - 1]
-        if begins != ends or (any(begins) and not include):
-            if any(begins) or any(ends):
-                if not include:
-                    raise NotImplementedError("AveragePool with asymmetric padding excluded from the count")
-                x = F.pad(x, _torch_pad(begins, ends))
-            begins = [0] * spatial
-        if spatial == 1:
-            return F.avg_pool1d(x, kernel, strides, begins, ceil, include)
-        return fn(x, kernel, strides, begins, ceil, include)
+        if begins == ends and all(2 * p <= k for p, k in zip(begins, kernel, strict=True)):
+            return fn(x, kernel, strides, begins, ceil, include)
+        pads = _torch_pad(begins, ends)
+        if include:
+            return fn(F.pad(x, pads), kernel, strides, 0, ceil, True)
+        # Padding left out of the count, unevenly: the sum over real values divided by their number.
+        ones = F.pad(torch.ones_like(x[:, :1]), pads)
+        return fn(F.pad(x, pads), kernel, strides, 0, ceil, True) / fn(ones, kernel, strides, 0, ceil, True)
 
     return pool
 
