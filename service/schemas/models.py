@@ -201,14 +201,15 @@ class ModelCreate(StrictModel):
     seed: int = Seed
     name: str | None = Name
 
-    @model_validator(mode="after")
-    def _trainable(self) -> ModelCreate:
-        if isinstance(self.architecture, LibraryArchitecture):
+    @field_validator("architecture")
+    @classmethod
+    def _trainable(cls, value: Any) -> Any:
+        if isinstance(value, LibraryArchitecture):
             raise ValueError(
-                f"{self.architecture.name} architectures are audited from your own weights: upload them "
-                "with POST /v1/models/uploads (training them here is not supported)"
+                f"{value.name} architectures are audited from your own weights: upload them with "
+                "POST /v1/models/uploads (training them here is not supported)"
             )
-        return self
+        return value
 
 
 class ModelRead(ResourceRead):

@@ -163,3 +163,29 @@ def test_files_that_are_not_graphs_are_refused(client, auth, settings):
     assert "not an ONNX model" in detail
     detail = _refused(client, auth, settings, _bytes(_linear(opset=5)))
     assert "opset 5 is outside the supported range" in detail
+
+
+def test_models_without_a_formula_are_budgeted_on_their_measured_cost(client, auth):
+    """The validator measures what the service cannot compute without torch; audits are budgeted on it,
+    and library architectures are upload-only (422 naming the field, not a 500 from a missing formula)."""
+    from service.estimates import model_cost
+    from service.models import Model
+
+    response = upload(client, auth, ROUTE, _bytes(_linear(features=6, classes=2)), filename="m.onnx")
+    assert response.status_code == 201, response.text
+    measured = response.json()["result"]["cost"]
+    assert measured == {
+        "parameters": 6 * 2 + 2,
+        "buffers": 0,
+        "macs": 12,
+        "activations": measured["activations"],
+    }
+    row = Model(architecture=response.json()["architecture"], input_shape=[6], num_classes=2,
+                result=response.json()["result"])  # fmt: skip
+    assert model_cost(row).macs == 12 and model_cost(row).parameters == 14
+    trained = client.post(
+        "/v1/models", headers=auth,
+        json={"dataset_id": "ds_x", "architecture": {"name": "torchvision", "model": "resnet18"}},
+    )  # fmt: skip
+    assert trained.status_code == 422 and "body.architecture" in trained.text
+    assert "POST /v1/models/uploads" in trained.text
