@@ -278,6 +278,13 @@ def check_onnx(request: dict[str, Any]) -> dict[str, Any]:
     except onnx.checker.ValidationError as exc:
         raise Rejected(f"the ONNX checker refuses the graph: {one_line(exc)}") from None
     graph_input, shape, batch, output, classes = _signature(model, request)
+    if request.get("normalization"):
+        from sbengine.models.normalize import normalization_shape
+
+        try:
+            normalization_shape(shape, len(request["normalization"]["mean"]))
+        except ValueError as exc:
+            raise Rejected(f"{exc} for the graph's inputs {shape}", field="body.normalization") from None
     probabilities = output_kind(model, output.name)
     options = {"output": output.name, "batch": batch, "probabilities": probabilities}
     try:

@@ -39,7 +39,7 @@ from service.jobstore import SUCCEEDED, create_job
 from service.models import Artifact, Dataset, Job, Model, utcnow
 from service.routes.common import PROBLEM_RESPONSES, get_owned, problem, require_ready, settings_of
 from service.schemas.datasets import DatasetRead
-from service.schemas.models import VISION_ARCHITECTURES, Architecture, ModelRead
+from service.schemas.models import LIBRARIES, VISION_ARCHITECTURES, Architecture, ModelRead
 from service.schemas.uploads import (
     DATASET_FIELDS,
     MODEL_FIELDS,
@@ -193,6 +193,10 @@ def _check_fits(architecture: Architecture, input_shape: list[int]) -> None:
         raise field_error(
             "body.input_shape",
             f"{name} needs (3, H, W) images with H and W multiples of 32, not {tuple(input_shape)}",
+        )
+    if name in LIBRARIES and len(input_shape) != 3:
+        raise field_error(
+            "body.input_shape", f"{name} networks take (C, H, W) images, not {tuple(input_shape)}"
         )
     if name in ("cnn1d", "gru", "lstm") and len(input_shape) != 1:
         raise field_error("body.input_shape", f"{name} needs 1-D inputs, not {tuple(input_shape)}")

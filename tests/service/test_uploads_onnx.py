@@ -189,3 +189,32 @@ def test_models_without_a_formula_are_budgeted_on_their_measured_cost(client, au
     )  # fmt: skip
     assert trained.status_code == 422 and "body.architecture" in trained.text
     assert "POST /v1/models/uploads" in trained.text
+
+
+def test_normalization_must_fit_the_graphs_own_input_shape(client, auth, settings):
+    detail = _refused(
+        client, auth, settings, _bytes(_linear()), normalization={"mean": [0, 0], "std": [1, 1]}
+    )
+    assert "normalization needs 1 or 4 values" in detail
+    fits = upload(client, auth, ROUTE, _bytes(_linear()), filename="m.onnx",
+                  normalization={"mean": [0.5], "std": [2.0]})  # fmt: skip
+    assert fits.status_code == 201, fits.text
+    assert fits.json()["result"]["normalization"] == {"mean": [0.5], "std": [2.0]}
+
+
+def test_library_architectures_are_checked_before_the_validator(client, auth, settings):
+    """Form-level refusals for torchvision/timm names: the shape they read, options fetching weights."""
+    before = stored_files(settings)
+    for architecture, input_shape, field, words in [
+        ({"name": "torchvision", "model": "resnet18"}, [50], "body.input_shape", "(C, H, W) images"),
+        ({"name": "timm", "model": "resnet18", "pretrained": True}, [3, 64, 64], "body.architecture",
+         "'pretrained' is not allowed"),
+        ({"name": "torchvision", "model": "resnet18", "layers": [1, 2]}, [3, 64, 64], "body.architecture",
+         "must be a number, string, boolean or null"),
+    ]:  # fmt: skip
+        response = upload(client, auth, ROUTE, b"x" * 64, filename="w.safetensors",
+                          architecture=architecture, input_shape=input_shape, num_classes=2)  # fmt: skip
+        assert response.status_code == 422 and field in response.text and words in response.text, (
+            response.text
+        )
+    assert_nothing_left(settings, before)
