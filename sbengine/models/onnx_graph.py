@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sbengine.models.onnx_ops import DTYPES, SUPPORTED, run_op
+from sbengine.models.onnx_ops import DEVICE, DTYPES, SUPPORTED, run_op
 
 # Probabilities at 0 become this log-probability (finite, so attacks and metrics stay finite).
 LOG_FLOOR = math.log(1e-12)
@@ -108,19 +108,28 @@ class OnnxTorch(_Batched):
             raise NotImplementedError(f"operators without a torch implementation: {', '.join(missing)}")
         graph = model.graph
         self.opset = opset_of(model)
-        self.input_name = graph.input[0].name
+        initializers = {init.name for init in graph.initializer}  # older exports list them as inputs too
+        self.input_name = next(i.name for i in graph.input if i.name not in initializers)
         self.output = output
         self._names: dict[str, str] = {}
-        for k, init in enumerate(graph.initializer):
-            tensor = torch.from_numpy(numpy_helper.to_array(init).copy())
-            self._names[init.name] = f"c{k}"
+        stored = [
+            (init.name, torch.from_numpy(numpy_helper.to_array(init).copy())) for init in graph.initializer
+        ]
+        self.nodes = []
+        for node in graph.node:
+            attributes = _attributes(node)
+            if node.op_type == "Constant" and isinstance(attributes.get("value"), torch.Tensor):
+                # Some exporters store weights as Constant nodes: held like initializers, they move with
+                # the module and count as its parameters.
+                stored.append((node.output[0], attributes["value"]))
+                continue
+            self.nodes.append((node.op_type, list(node.input), list(node.output), attributes))
+        for k, (name, tensor) in enumerate(stored):
+            self._names[name] = f"c{k}"
             if tensor.is_floating_point():  # weights: frozen parameters (the engine sizes models by them)
                 self.register_parameter(f"c{k}", nn.Parameter(tensor, requires_grad=False))
             else:
                 self.register_buffer(f"c{k}", tensor, persistent=False)
-        self.nodes = [
-            (node.op_type, list(node.input), list(node.output), _attributes(node)) for node in graph.node
-        ]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         values: dict[str, Any] = {name: getattr(self, key) for name, key in self._names.items()}
@@ -131,6 +140,7 @@ class OnnxTorch(_Batched):
             attributes = {
                 k: (v.to(x.device) if isinstance(v, torch.Tensor) else v) for k, v in attributes.items()
             }
+            attributes[DEVICE] = x.device  # tensors an op creates live where the input does
             result = run_op(op, args, attributes, self.opset, len(outputs))
             if isinstance(result, tuple):
                 for name, value in zip(outputs, result, strict=False):

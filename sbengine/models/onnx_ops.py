@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 
 Op = Callable[[list[Any], dict[str, Any], int], Any]
+# The attribute under which the interpreter passes the input's device to ops that create tensors (never an
+# ONNX attribute name: those are identifiers).
+DEVICE = "<device>"
 
 # ONNX TensorProto data types to torch dtypes (those a classifier's graph computes with).
 DTYPES: dict[int, torch.dtype] = {
@@ -284,12 +287,13 @@ def _pad(i: list[Any], a: dict[str, Any], v: int) -> torch.Tensor:
 def _constant(i: list[Any], a: dict[str, Any], v: int) -> torch.Tensor:
     if "value" in a:
         return a["value"]
+    device = a.get(DEVICE)
     for key, dtype in (("value_float", torch.float32), ("value_int", torch.int64)):
         if key in a:
-            return torch.tensor(a[key], dtype=dtype)
+            return torch.tensor(a[key], dtype=dtype, device=device)
     for key, dtype in (("value_floats", torch.float32), ("value_ints", torch.int64)):
         if key in a:
-            return torch.tensor(list(a[key]), dtype=dtype)
+            return torch.tensor(list(a[key]), dtype=dtype, device=device)
     raise NotImplementedError("Constant without a numeric value")
 
 
@@ -367,16 +371,17 @@ OPS: dict[str, Op] = {
     "Unsqueeze": _unsqueeze,
     "Concat": _concat,
     "Shape": lambda i, a, v: torch.tensor(
-        list(i[0].shape)[a.get("start", 0) : a.get("end", None)], dtype=torch.int64
+        list(i[0].shape)[a.get("start", 0) : a.get("end", None)], dtype=torch.int64, device=i[0].device
     ),
     "Gather": _gather,
     "Slice": _slice,
     "Cast": lambda i, a, v: i[0].to(DTYPES[int(a["to"])]),
-    "Expand": lambda i, a, v: i[0] * torch.ones(_ints(i[1]), dtype=i[0].dtype),
+    "Expand": lambda i, a, v: i[0].expand(torch.broadcast_shapes(tuple(i[0].shape), tuple(_ints(i[1])))),
     "ConstantOfShape": lambda i, a, v: torch.full(
         _ints(i[0]),
         a["value"].reshape(-1)[0].item() if "value" in a else 0.0,
         dtype=a["value"].dtype if "value" in a else torch.float32,
+        device=i[0].device,
     ),
     "ReduceMean": _reduce("mean"),
     "ReduceSum": _reduce("sum"),

@@ -148,3 +148,26 @@ def test_measured_costs_agree_with_the_service_formulas():
         assert measured["macs"] == formula.macs, architecture
         assert measured["parameters"] == formula.parameters and measured["buffers"] == formula.buffers
     assert np.isfinite(measured["activations"])
+
+
+def test_weights_stored_as_constant_nodes_are_held_like_initializers():
+    """What torch 2.14's exporter writes at opset 17/20 for some modules (and what onnx2torch fails on)."""
+    from onnx import helper
+
+    from sbengine.models.onnx_graph import OnnxTorch
+
+    torch.manual_seed(2)
+    module = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2)).eval()
+    _, graph = _export(module, (5,), dynamo=False)
+    constants = [
+        helper.make_node("Constant", [], [init.name], value=init) for init in graph.graph.initializer
+    ]
+    graph.graph.ClearField("initializer")
+    nodes = list(graph.graph.node)
+    graph.graph.ClearField("node")
+    graph.graph.node.extend(constants + nodes)
+    interpreted = OnnxTorch(graph, output=graph.graph.output[0].name, batch=None, probabilities=False)
+    x = torch.randn(3, 5)
+    torch.testing.assert_close(interpreted(x), module(x), rtol=1e-5, atol=1e-5)
+    assert sum(p.numel() for p in interpreted.parameters()) == sum(p.numel() for p in module.parameters())
+    assert [op for op, *_ in interpreted.nodes].count("Constant") == 0
