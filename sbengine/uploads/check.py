@@ -1,11 +1,12 @@
-"""``python -m sbengine.uploads``: validate one uploaded checkpoint or dataset, in a process of its own.
+"""``python -m sbengine.uploads``: validate one uploaded checkpoint, ONNX graph or dataset, in a process of
+its own.
 
 Started by the API (service/uploads/validator.py, wired to this program by sbserver) with a JSON request on
 stdin; answers one JSON line on stdout: ``{"ok": true, "format": ..., ...}`` or
 ``{"ok": false, "status": 422, "detail": ..., "field": ..., "extra": {}}``. Before importing torch or numpy
 it caps its own address space, CPU time and the size of files it writes, so a hostile file can at worst
 make it fail. Nothing in the file is executed: its framing (formats.py) is checked before any library
-reads it, then checkpoints.py or datasets.py reads it.
+reads it, then checkpoints.py, onnx_check.py or datasets.py reads it.
 """
 
 from __future__ import annotations
