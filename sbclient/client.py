@@ -116,14 +116,15 @@ class Client:
         self,
         path: str | os.PathLike[str],
         *,
-        architecture: dict[str, Any],
+        architecture: dict[str, Any] | None = None,
         input_shape: list[int] | None = None,
         num_classes: int | None = None,
         normalization: dict[str, Any] | None = None,
         dataset_id: str | None = None,
         name: str | None = None,
     ) -> Upload[Model]:
-        """Upload a checkpoint (safetensors or a torch.save'd state_dict) for an architecture."""
+        """Upload a checkpoint (safetensors or a torch.save'd state_dict) for an architecture, or an ONNX
+        graph (``architecture`` None: the graph describes itself)."""
         fields = {
             "architecture": architecture,
             "input_shape": input_shape,

@@ -21,6 +21,7 @@ from sbengine.checks import CHECKS, CheckContext
 from sbengine.data.dataset import Dataset
 from sbengine.device import cpu_threads_for, resolve_device
 from sbengine.metrics import VerdictThresholds, randomization, verdict
+from sbengine.models.loading import is_differentiable
 from sbengine.progress import Progress, ProgressCallback
 
 
@@ -71,6 +72,12 @@ def run_audit(
     if needs_members and not members:
         raise ValueError(
             f"the {needs_members[0]} check needs an ensemble model (ensemble_size > 1 or several model ids)"
+        )
+    needs_gradients = [c for c in checks if CHECKS[c].needs_gradients]
+    if needs_gradients and not is_differentiable(model):
+        raise ValueError(
+            f"the {', '.join(needs_gradients)} check needs gradients, which this model (run by onnxruntime, "
+            "forward only) does not offer"
         )
     opts = check_options(checks, options)
     thresholds = VerdictThresholds.from_dict(verdict_thresholds)

@@ -27,6 +27,7 @@ from service.dispatch import Executor, NoExecutor
 from service.metrics import AppMetrics, MetricsMiddleware
 from service.ratelimit import RateLimitMiddleware, budgets
 from service.routes import (
+    architectures,
     artifacts,
     audits,
     comparisons,
@@ -92,6 +93,7 @@ def create_app(
     for module in (datasets, models, audits, jobs, artifacts, health):
         app.include_router(module.router)
     app.include_router(uploads.router)
+    app.include_router(architectures.router)
     app.include_router(usage.router)
     app.include_router(reports.router)  # HTML and JSON audit reports
     app.include_router(pages.router)  # the web UI (not in the OpenAPI schema)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.budget import RUNTIME_BYTES, Estimate, Part
-from service.model_cost import NetworkCost, network_cost
+from service.model_cost import VISION, NetworkCost, network_cost
 from service.models import Model
 from service.schemas.audits import (
     AuditCreate,
@@ -210,8 +210,21 @@ def _pgd_passes(attack: PGDAttack | PGDOptions) -> int:
 # --- run_audit ----------------------------------------------------------------------------------------
 
 
+_FORMULAS = ("fcn", "cnn1d", "gru", "lstm", *VISION)
+
+
 def model_cost(row: Model) -> NetworkCost:
-    """One member of a stored model; an uploaded model's stored parameter count wins over the formula."""
+    """One member of a stored model. A model the service has no formula for (torchvision, timm, ONNX) was
+    measured by the upload validator (sbengine/models/cost.py) and keeps its figures in ``result.cost``; an
+    uploaded model's stored parameter count wins over the formula."""
+    measured = (row.result or {}).get("cost")
+    if isinstance(measured, dict) and (row.architecture or {}).get("name") not in _FORMULAS:
+        return NetworkCost(
+            int(measured["parameters"]),
+            int(measured["buffers"]),
+            int(measured["macs"]),
+            int(measured["activations"]),
+        )
     cost = network_cost(row.architecture or {}, list(row.input_shape or [1]), int(row.num_classes or 2))
     stored = (row.result or {}).get("parameters")
     if isinstance(stored, int) and stored > cost.parameters:

@@ -40,11 +40,13 @@ def check_dataset(body: DatasetCreate, settings: Settings) -> None:
 
 
 def check_model_upload(
-    body: ModelUpload, input_shape: list[int], num_classes: int, settings: Settings
+    body: ModelUpload, input_shape: list[int] | None, num_classes: int | None, settings: Settings
 ) -> None:
     """An uploaded model's input size and classes (declared, or its dataset's), before the validator builds
     the model and runs a batch through it."""
     source = "body.dataset_id"
+    if input_shape is None or num_classes is None:  # an ONNX graph that leaves them to its signature
+        return
     _at_most(
         "body.input_shape" if body.input_shape else source,
         math.prod(input_shape),

@@ -99,7 +99,16 @@ def model_read(row: Model, artifacts: list[ArtifactRead]) -> ModelRead:
         num_classes=row.num_classes,
         metrics=metrics,
         result=result or None,
+        capabilities=capabilities_of(row),
     )
+
+
+def capabilities_of(row: Model) -> dict[str, Any]:
+    """An uploaded ONNX graph's recorded capabilities; every other model is a differentiable torch module."""
+    stored = (row.result or {}).get("capabilities")
+    if isinstance(stored, dict):
+        return stored
+    return {"gradients": True, "runtime": "torch", "blocked_by": [], "reason": None}
 
 
 def audits_of_model(model_id: str) -> ColumnElement[bool]:

@@ -62,10 +62,8 @@ def weights_kind(member: int, size: int) -> str:
 
 def load_members(ctx: JobContext, model_id: str):
     """(modules, model row) of a ready model resource: one module, or one per member of an ensemble model;
-    weights loaded from safetensors (data, not code)."""
-    from safetensors.torch import load_file
-
-    from sbengine.models import build_model
+    weights loaded from safetensors or an ONNX graph (data, not code)."""
+    from sbengine.models.loading import load_network
 
     row = _ready_row(ctx, Model, model_id, "model")
     size = ensemble_size_of(row)
@@ -75,14 +73,15 @@ def load_members(ctx: JobContext, model_id: str):
         kind = weights_kind(member, size)
         if kind not in artifacts:
             raise JobError(f"model {model_id} has no stored {kind}")
-        module = build_model(
-            row.architecture, input_shape=tuple(row.input_shape), num_classes=row.num_classes
+        # Any kind of model (registry, torchvision/timm, ONNX): the same module from inputs to logits; one
+        # trained on normalized inputs normalizes inside the module.
+        module = load_network(
+            row.architecture,
+            input_shape=tuple(row.input_shape),
+            num_classes=row.num_classes,
+            weights=_blob(ctx, artifacts[kind]),
+            normalization=row.normalization,
         )
-        module.load_state_dict(load_file(str(_blob(ctx, artifacts[kind]))))
-        if row.normalization:  # an uploaded model trained on normalized inputs: normalize inside the module
-            from sbengine.models.normalize import Normalized
-
-            module = Normalized(module, input_shape=tuple(row.input_shape), **row.normalization)
         modules.append(module)
     return modules, row
 

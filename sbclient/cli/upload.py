@@ -28,16 +28,18 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 def add_model_upload(actions: Subparsers) -> None:
     upload = actions.add_parser(
         "upload",
-        help="upload a checkpoint (safetensors or a torch.save'd state_dict)",
+        help="upload a checkpoint (safetensors or a torch.save'd state_dict) or an ONNX graph",
         description="Upload a checkpoint: safetensors, or a state_dict saved with torch.save (zip format, "
-        "loaded on the server with weights_only=True). The server checks every tensor against the "
-        "architecture and runs a zero batch through the model.",
+        "loaded on the server with weights_only=True), with --architecture; the server checks every tensor "
+        "against the architecture and runs a zero batch through the model. Or upload an ONNX graph (.onnx, "
+        "any framework) without --architecture: the server checks it and compares its torch form with "
+        "onnxruntime.",
     )
     upload.add_argument("file", type=Path, help="the checkpoint file")
     upload.add_argument(
         "--architecture",
-        required=True,
-        help='JSON as in POST /v1/models, e.g. \'{"name": "fcn", "width": 100, "depth": 2}\' (or @file.json)',
+        help='JSON as in POST /v1/models, e.g. \'{"name": "fcn", "width": 100, "depth": 2}\' or '
+        '\'{"name": "torchvision", "model": "resnet18"}\' (or @file.json); omit it for an .onnx file',
     )
     upload.add_argument("--input-shape", help="e.g. 50 or 3,32,32 (default: the dataset's)")
     upload.add_argument("--num-classes", type=int, help="number of classes (default: the dataset's)")

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from sbengine.models.fcn import ACTIVATIONS, FCN
+from sbengine.models.library import LIBRARIES, build_library, resolve_library
 from sbengine.models.sequence import CNN1d, RecurrentClassifier
 
 
@@ -217,6 +218,8 @@ def resolve_architecture(architecture: Mapping[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(architecture, Mapping) or not isinstance(architecture.get("name"), str):
         raise ValueError(f"architecture must be a mapping with a string 'name', got {architecture!r}")
+    if architecture["name"] in LIBRARIES:
+        return resolve_library(architecture)
     arch = _architecture(architecture["name"])
     options = arch.defaults()
     for key, value in architecture.items():
@@ -232,15 +235,19 @@ def resolve_architecture(architecture: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": arch.name, **options}
 
 
-def _check_input_shape(arch: Architecture, input_shape: Any) -> tuple[int, ...]:
+def _check_shape(name: str, input_shape: Any) -> tuple[int, ...]:
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
     if not shape or not all(
         isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in shape
     ):
         raise ValueError(
-            f"{arch.name}: input_shape must be a non-empty tuple of positive integers, got {input_shape!r}"
+            f"{name}: input_shape must be a non-empty tuple of positive integers, got {input_shape!r}"
         )
-    shape = tuple(int(n) for n in shape)
+    return tuple(int(n) for n in shape)
+
+
+def _check_input_shape(arch: Architecture, input_shape: Any) -> tuple[int, ...]:
+    shape = _check_shape(arch.name, input_shape)
     if arch.input == "image":
         if len(shape) != 3 or shape[0] != 3 or any(n % 32 for n in shape[1:]):
             raise ValueError(
@@ -261,8 +268,16 @@ def build_model(
     initialisation. Raises ``ValueError`` naming the offending key for any config or shape it cannot build.
     """
     config = resolve_architecture(architecture)
+    if config["name"] in LIBRARIES:
+        _check_classes(config["name"], num_classes)
+        shape = _check_shape(config["name"], input_shape)
+        return build_library(config, shape, int(num_classes))
     arch = ARCHITECTURES[config.pop("name")]
     shape = _check_input_shape(arch, input_shape)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ValueError(f"{arch.name}: num_classes must be a positive integer, got {num_classes!r}")
+    _check_classes(arch.name, num_classes)
     return arch.build(shape, int(num_classes), **config)
+
+
+def _check_classes(name: str, num_classes: Any) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"{name}: num_classes must be a positive integer, got {num_classes!r}")

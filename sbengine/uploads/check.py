@@ -1,11 +1,12 @@
-"""``python -m sbengine.uploads``: validate one uploaded checkpoint or dataset, in a process of its own.
+"""``python -m sbengine.uploads``: validate one uploaded checkpoint, ONNX graph or dataset, in a process of
+its own.
 
 Started by the API (service/uploads/validator.py, wired to this program by sbserver) with a JSON request on
 stdin; answers one JSON line on stdout: ``{"ok": true, "format": ..., ...}`` or
 ``{"ok": false, "status": 422, "detail": ..., "field": ..., "extra": {}}``. Before importing torch or numpy
 it caps its own address space, CPU time and the size of files it writes, so a hostile file can at worst
 make it fail. Nothing in the file is executed: its framing (formats.py) is checked before any library
-reads it, then checkpoints.py or datasets.py reads it.
+reads it, then checkpoints.py, onnx_check.py or datasets.py reads it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sbengine.uploads.checkpoints import check_checkpoint
 from sbengine.uploads.datasets import check_dataset
 from sbengine.uploads.formats import Rejected, check_framing
 from sbengine.uploads.messages import one_line
+from sbengine.uploads.onnx_check import check_onnx
 
 
 def _limit(limits: dict[str, int]) -> None:
@@ -53,17 +55,22 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     try:  # the libraries first: failing to load them is the server's problem, not the file's
         import numpy  # noqa: F401
 
-        if request["kind"] == "checkpoint":
+        if request["kind"] in ("checkpoint", "onnx"):
             import safetensors.torch  # noqa: F401
             import torch  # noqa: F401
 
             import sbengine.models  # noqa: F401
+        if request["kind"] == "onnx":
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
     except (ImportError, OSError, MemoryError) as exc:
         return _unavailable(exc)
     try:
         kind = request["kind"]
-        if kind not in ("checkpoint", "dataset"):
+        if kind not in ("checkpoint", "dataset", "onnx"):
             raise ValueError(f"unknown request kind {kind!r}")
+        if kind == "onnx":
+            return {"ok": True, "format": "onnx", **check_onnx(request)}
         framing = check_framing(Path(request["path"]), kind=kind, max_total_bytes=request["max_bytes"])
         if kind == "checkpoint":
             request = {**request, "format": "safetensors" if framing == "safetensors" else "pytorch"}

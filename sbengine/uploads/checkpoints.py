@@ -18,7 +18,11 @@ from sbengine.uploads.messages import MAX_LISTED, listed, one_line
 def _describe(architecture: dict[str, Any]) -> str:
     """``fcn(width=20, depth=1)``: the options that differ from the architecture's defaults."""
     from sbengine.models import architecture_kwargs
+    from sbengine.models.library import LIBRARIES
 
+    if architecture["name"] in LIBRARIES:
+        options = ", ".join(f"{k}={v}" for k, v in architecture.items() if k not in ("name", "model"))
+        return f"{architecture['name']} {architecture['model']}({options})"
     defaults = architecture_kwargs(architecture["name"])
     options = ", ".join(f"{k}={v}" for k, v in architecture.items() if k != "name" and defaults.get(k) != v)
     return f"{architecture['name']}({options})"
@@ -177,9 +181,14 @@ def check_checkpoint(request: dict[str, Any]) -> dict[str, Any]:
         )
     if not bool(torch.isfinite(logits).all()):
         raise Rejected("the model's output on a zero batch is not finite")
+    from sbengine.models.cost import measure_cost
+
+    # Measured once here, kept with the model: the service budgets jobs on it without importing torch.
+    cost = measure_cost(module, shape, module=network)
     save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(request["output"]))
     return {
         "architecture": architecture,
+        "cost": cost,
         "tensors": len(state),
         "parameters": int(sum(p.numel() for p in network.parameters())),
     }

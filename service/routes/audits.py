@@ -30,6 +30,7 @@ from service.routes.common import (
 from service.routes.resource_items import add_item_routes
 from service.schemas.audits import (
     NEEDS_ENSEMBLE,
+    NEEDS_GRADIENTS,
     OPTION_MODELS,
     AuditCreate,
     AuditPage,
@@ -39,7 +40,7 @@ from service.schemas.audits import (
 from service.schemas.common import ResourceStatus
 from service.settings import Settings
 from service.submission import submit
-from service.views import audit_read, audits_of_model, ensemble_size_of
+from service.views import audit_read, audits_of_model, capabilities_of, ensemble_size_of
 
 router = APIRouter(prefix="/v1/audits", tags=["audits"], responses=PROBLEM_RESPONSES)
 
@@ -135,6 +136,25 @@ def audited_models(
     return rows, len(rows)
 
 
+def check_gradients(body: AuditCreate, models: list[Model]) -> None:
+    """422 for a check that backpropagates (pgd, uap) on a model that runs forward only (an ONNX graph in
+    onnxruntime), naming the check and the operators that kept the model out of torch."""
+    needing = [check for check in body.checks if check in NEEDS_GRADIENTS]
+    if not needing:
+        return
+    for model in models:
+        capabilities = capabilities_of(model)
+        if not capabilities.get("gradients", True):
+            blocked = ", ".join(capabilities.get("blocked_by") or []) or capabilities.get("reason") or "?"
+            raise field_error(
+                "body.checks",
+                f"the {' and '.join(needing)} check{'s' if len(needing) > 1 else ''} need"
+                f"{'' if len(needing) > 1 else 's'} gradients, but model {model.id} runs in onnxruntime "
+                f"(forward only) because of: {blocked}; randomization, feature_dependence and "
+                "generalization work on it",
+            )
+
+
 @router.post(
     "",
     status_code=202,
@@ -166,6 +186,7 @@ async def create_audit(
                 )
             if body.combine is not None:
                 raise field_error("body.combine", "applies only to ensembles")
+        check_gradients(body, models)
         dataset_id = body.dataset_id or model.dataset_id
         if not dataset_id:
             raise field_error("body.dataset_id", "this model was uploaded without a dataset: give dataset_id")

@@ -39,7 +39,7 @@ from service.jobstore import SUCCEEDED, create_job
 from service.models import Artifact, Dataset, Job, Model, utcnow
 from service.routes.common import PROBLEM_RESPONSES, get_owned, problem, require_ready, settings_of
 from service.schemas.datasets import DatasetRead
-from service.schemas.models import VISION_ARCHITECTURES, Architecture, ModelRead
+from service.schemas.models import LIBRARIES, VISION_ARCHITECTURES, Architecture, ModelRead
 from service.schemas.uploads import (
     DATASET_FIELDS,
     MODEL_FIELDS,
@@ -66,6 +66,10 @@ DATASET_UPLOAD_PATH = "/v1/datasets/uploads"
 UPLOAD_PATHS = (MODEL_UPLOAD_PATH, DATASET_UPLOAD_PATH)
 # What the validator writes into its working directory (service/uploads/sandbox.py).
 WEIGHTS_NAME = "weights.safetensors"
+ONNX_NAME = "model.onnx"
+ONNX = "onnx"
+# What the record of an uploaded ONNX graph keeps from the validator's answer (service/uploads/... docs).
+ONNX_RESULT_KEYS = ("capabilities", "nodes", "operators", "onnxruntime", "input_dtype")
 DATASET_NAME = "dataset"
 
 _UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -101,17 +105,20 @@ def _form_schema(required: list[str], properties: dict[str, dict[str, Any]]) -> 
 
 
 _MODEL_FORM = _form_schema(
-    ["file", "architecture"],
+    ["file"],
     {
         "file": {
             "type": "string",
             "format": "binary",
             "description": "safetensors, or a state_dict saved with torch.save (zip format; loaded with "
-            "weights_only=True). Never pickled modules, TorchScript or code.",
+            "weights_only=True), with an architecture; or an ONNX graph (.onnx, weights inside) without one. "
+            "Never pickled modules, TorchScript or code.",
         },
         "architecture": {
             "type": "string",
-            "description": 'JSON, as in POST /v1/models, e.g. {"name": "fcn", "width": 100, "depth": 2}',
+            "description": 'JSON, as in POST /v1/models, e.g. {"name": "fcn", "width": 100, "depth": 2}, or '
+            '{"name": "torchvision", "model": "resnet18"} / {"name": "timm", "model": ...}; '
+            "omitted for an ONNX graph",
         },
         "input_shape": {
             "type": "string",
@@ -187,6 +194,10 @@ def _check_fits(architecture: Architecture, input_shape: list[int]) -> None:
             "body.input_shape",
             f"{name} needs (3, H, W) images with H and W multiples of 32, not {tuple(input_shape)}",
         )
+    if name in LIBRARIES and len(input_shape) != 3:
+        raise field_error(
+            "body.input_shape", f"{name} networks take (C, H, W) images, not {tuple(input_shape)}"
+        )
     if name in ("cnn1d", "gru", "lstm") and len(input_shape) != 1:
         raise field_error("body.input_shape", f"{name} needs 1-D inputs, not {tuple(input_shape)}")
     if architecture.name in ("gru", "lstm") and math.prod(input_shape) % architecture.step_features:
@@ -250,8 +261,9 @@ def _artifact(
 # --- models --------------------------------------------------------------------------------------------
 
 
-def _model_defaults(db: Database, owner: str, body: ModelUpload) -> tuple[list[int], int]:
-    """input_shape and num_classes: as declared, else the dataset's; they must agree with the dataset."""
+def _model_defaults(db: Database, owner: str, body: ModelUpload) -> tuple[list[int] | None, int | None]:
+    """input_shape and num_classes: as declared, else the dataset's; they must agree with the dataset. An
+    ONNX graph (no architecture) may leave both open: its own signature supplies them."""
     shape, classes = body.input_shape, body.num_classes
     if body.dataset_id is not None:
         with db.read_session() as session:
@@ -266,20 +278,25 @@ def _model_defaults(db: Database, owner: str, body: ModelUpload) -> tuple[list[i
         if classes is not None and classes != ds_classes:
             raise field_error("body.num_classes", f"{classes} differs from the dataset's {ds_classes}")
         shape, classes = shape or ds_shape, classes or ds_classes
-    if not shape:
+    onnx = body.architecture is None
+    if not shape and not onnx:
         raise field_error("body.input_shape", "required (or give a dataset_id to take it from)")
-    if not classes:
+    if not classes and not onnx:
         raise field_error("body.num_classes", "required (or give a dataset_id to take it from)")
-    if body.normalization and len(body.normalization.mean) not in (1, shape[0]):
+    if shape and body.normalization and len(body.normalization.mean) not in (1, shape[0]):
         raise field_error("body.normalization", f"needs 1 or {shape[0]} values (one per channel or feature)")
-    return list(shape), int(classes)
+    return (list(shape) if shape else None), (int(classes) if classes else None)
 
 
 def _same_model(row: Model, declared: dict[str, Any]) -> bool:
+    if declared["architecture"] is None:  # an ONNX graph: what it declares about itself may be left open
+        architecture_matches = (row.architecture or {}).get("name") == ONNX
+    else:
+        architecture_matches = row.architecture == declared["architecture"]
     same: bool = (
-        row.architecture == declared["architecture"]
-        and list(row.input_shape or []) == declared["input_shape"]
-        and row.num_classes == declared["num_classes"]
+        architecture_matches
+        and declared["input_shape"] in (None, list(row.input_shape or []))
+        and declared["num_classes"] in (None, row.num_classes)
         and (row.normalization or None) == declared["normalization"]
         and row.dataset_id == declared["dataset_id"]
     )
@@ -337,21 +354,25 @@ def _record_model(
             architecture=answer["architecture"],
             training={},
             seed=0,
-            input_shape=declared["input_shape"],
-            num_classes=declared["num_classes"],
+            input_shape=answer.get("input_shape", declared["input_shape"]),
+            num_classes=answer.get("num_classes", declared["num_classes"]),
             result={
                 "source": "upload",
                 **upload_info,
                 "normalization": declared["normalization"],
                 "tensors": answer["tensors"],
                 "parameters": answer["parameters"],
+                # measured by the validator: budgets of models service/model_cost.py has no formula for
+                "cost": answer.get("cost"),
+                **{key: answer[key] for key in ONNX_RESULT_KEYS if key in answer},
             },
             source="upload",
             sha256=upload.sha256,
             normalization=declared["normalization"],
         )
+        suffix = "onnx" if fmt == ONNX else "safetensors"
         artifact = _artifact(
-            owner, model_id, "weights", blob, "application/octet-stream", f"{model_id}.safetensors"
+            owner, model_id, "weights", blob, "application/octet-stream", f"{model_id}.{suffix}"
         )
         session.add_all([row, artifact])
         session.flush()
@@ -396,12 +417,14 @@ async def _upload_model(
 ) -> JSONResponse:
     db: Database = request.app.state.db
     body: ModelUpload = _validated(ModelUpload, upload.fields)
-    _check_architecture_limits(body.architecture, settings)
+    if body.architecture is not None:
+        _check_architecture_limits(body.architecture, settings)
     shape, classes = await anyio.to_thread.run_sync(_model_defaults, db, owner, body)
     limits.check_model_upload(body, shape, classes, settings)
-    _check_fits(body.architecture, shape)
+    if body.architecture is not None and shape is not None:
+        _check_fits(body.architecture, shape)
     declared = {
-        "architecture": body.architecture.model_dump(mode="json"),
+        "architecture": body.architecture.model_dump(mode="json") if body.architecture else None,
         "input_shape": shape,
         "num_classes": classes,
         "normalization": body.normalization.model_dump(mode="json") if body.normalization else None,
@@ -410,11 +433,14 @@ async def _upload_model(
     existing = await anyio.to_thread.run_sync(_existing_model, db, owner, upload.sha256, declared)
     if existing is not None:
         return _created(existing, f"/v1/models/{existing.id}", 200)
+    onnx = body.architecture is None
     validation = validated(
         {
-            "kind": "checkpoint",
+            "kind": "onnx" if onnx else "checkpoint",
             "max_bytes": settings.max_upload_bytes,
-            "output": WEIGHTS_NAME,
+            "max_input_size": settings.max_input_size,
+            "max_classes": settings.max_classes,
+            "output": ONNX_NAME if onnx else WEIGHTS_NAME,
             **{k: declared[k] for k in ("architecture", "input_shape", "num_classes", "normalization")},
         },
         upload=upload.directory / FILE_NAME,
@@ -422,7 +448,7 @@ async def _upload_model(
         settings=settings,
     )
     async with validation as (answer, outputs):
-        weights = outputs / WEIGHTS_NAME
+        weights = outputs / (ONNX_NAME if onnx else WEIGHTS_NAME)
         _check_room(upload, [weights])
         read = await anyio.to_thread.run_sync(
             lambda: _record_model(

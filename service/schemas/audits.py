@@ -23,6 +23,8 @@ CheckName = Literal["randomization", "feature_dependence", "generalization", "pg
 AUDIT_CHECKS: tuple[str, ...] = typing.get_args(CheckName)
 # Checks that compare an ensemble with its members (the engine's ``Check.needs_members``).
 NEEDS_ENSEMBLE: frozenset[str] = frozenset({"ensemble"})
+# Checks that backpropagate through the model (the engine's ``Check.needs_gradients``).
+NEEDS_GRADIENTS: frozenset[str] = frozenset({"pgd", "uap"})
 Norm = Literal["l2", "linf"]
 # sbengine.attacks.LOSSES without "targeted", which needs target labels an audit does not have.
 PGDLoss = Literal["untargeted", "random_targeted", "plusone_targeted", "binary_targeted", "binary_hybrid"]

@@ -7,10 +7,11 @@ resolved ones (defaults filled in), so a model row records exactly what was buil
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from service.schemas.common import Name, Page, ResourceRead, Seed, StrictModel
 
@@ -66,8 +67,52 @@ class VisionArchitecture(StrictModel):
     name: VisionName
 
 
+LibraryName = Literal["torchvision", "timm"]
+LIBRARIES: tuple[str, ...] = typing.get_args(LibraryName)
+# Mirrors sbengine/models/library.py (tests/service/test_schema_mirror.py): the options that would fetch
+# weights or contradict the declared input_shape / num_classes.
+LIBRARY_REFUSED_OPTIONS = frozenset(
+    {
+        "weights", "weights_backbone", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
+        "pretrained_strict", "checkpoint_path", "cache_dir", "progress", "num_classes", "in_chans",
+        "features_only", "scriptable", "exportable", "no_jit",
+    }
+)  # fmt: skip
+MAX_LIBRARY_OPTIONS = 32
+_OPTION_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+
+
+class LibraryArchitecture(StrictModel):
+    """A torchvision or timm image classifier by name, for (C, H, W) images of any size. Further keys are
+    keyword options of ``torchvision.models.get_model`` / ``timm.create_model`` (numbers, strings,
+    booleans; checked by the library when the upload validator builds the model). Weights always come from
+    the upload: options that would fetch weights are refused."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    name: LibraryName
+    model: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+
+    @model_validator(mode="after")
+    def _scalar_options(self) -> LibraryArchitecture:
+        extra = self.model_extra or {}
+        if len(extra) > MAX_LIBRARY_OPTIONS:
+            raise ValueError(f"at most {MAX_LIBRARY_OPTIONS} options")
+        for key, value in extra.items():
+            if not _OPTION_NAME.match(key):
+                raise ValueError(f"option names are lower-case identifiers, got {key[:70]!r}")
+            if key in LIBRARY_REFUSED_OPTIONS:
+                raise ValueError(
+                    f"option {key!r} is not allowed: weights come from the upload, classes and channels "
+                    "from input_shape and num_classes"
+                )
+            if value is not None and not isinstance(value, (bool, int, float, str)):
+                raise ValueError(f"option {key!r} must be a number, string, boolean or null")
+        return self
+
+
 Architecture = Annotated[
-    FCNArchitecture | CNN1dArchitecture | RecurrentArchitecture | VisionArchitecture,
+    FCNArchitecture | CNN1dArchitecture | RecurrentArchitecture | VisionArchitecture | LibraryArchitecture,
     Field(discriminator="name"),
 ]
 
@@ -156,6 +201,16 @@ class ModelCreate(StrictModel):
     seed: int = Seed
     name: str | None = Name
 
+    @field_validator("architecture")
+    @classmethod
+    def _trainable(cls, value: Any) -> Any:
+        if isinstance(value, LibraryArchitecture):
+            raise ValueError(
+                f"{value.name} architectures are audited from your own weights: upload them with "
+                "POST /v1/models/uploads (training them here is not supported)"
+            )
+        return value
+
 
 class ModelRead(ResourceRead):
     dataset_id: str
@@ -169,6 +224,11 @@ class ModelRead(ResourceRead):
     result: dict[str, Any] | None = Field(
         default=None,
         description="updates, epochs, seconds, stopped_because, selected_step (ensembles: also members).",
+    )
+    capabilities: dict[str, Any] = Field(
+        default_factory=lambda: {"gradients": True, "runtime": "torch", "blocked_by": [], "reason": None},
+        description="What the model can do: gradients (false for an ONNX graph run by onnxruntime, which "
+        "pgd and uap need), its runtime, and the operators that kept it out of torch.",
     )
 
 

@@ -36,7 +36,9 @@ class Normalization(StrictModel):
 
 
 class ModelUpload(StrictModel):
-    architecture: Architecture
+    architecture: Architecture | None = Field(
+        default=None, description="None: the file is an ONNX graph, which describes itself."
+    )
     input_shape: list[Dim] | None = Field(
         default=None, min_length=1, max_length=3, description="Default: the dataset's (dataset_id)."
     )

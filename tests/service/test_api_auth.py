@@ -21,6 +21,7 @@ V1_ROUTES = [
     ("POST", "/v1/jobs/job_xxxxxxxxxxxxxxxx/cancel"),
     ("GET", "/v1/artifacts/art_xxxxxxxxxxxxxxxx"),
     ("GET", "/v1/usage"),
+    ("GET", "/v1/architectures"),
 ]
 
 

@@ -26,6 +26,7 @@ EXPECTED = {
     ("post", "/v1/datasets/uploads"): "uploadDataset",
     ("post", "/v1/models"): "createModel",
     ("get", "/v1/models"): "listModels",
+    ("get", "/v1/architectures"): "listArchitectures",
     ("get", "/v1/models/{model_id}"): "getModel",
     ("delete", "/v1/models/{model_id}"): "deleteModel",
     ("post", "/v1/models/uploads"): "uploadModel",

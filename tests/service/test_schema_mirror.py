@@ -59,6 +59,10 @@ def test_architectures_options_defaults_and_ranges():
     for schema in typing.get_args(typing.get_args(models.Architecture)[0]):
         for name in typing.get_args(schema.model_fields["name"].annotation):
             schemas[name] = schema
+    from sbengine.models.library import LIBRARIES
+
+    assert set(LIBRARIES) == set(models.LIBRARIES)
+    schemas = {name: schema for name, schema in schemas.items() if name not in LIBRARIES}
     assert set(schemas) == set(ARCHITECTURES)
     for name, arch in ARCHITECTURES.items():
         schema = schemas[name]
@@ -197,3 +201,21 @@ def test_dataset_requests_the_api_accepts_build_in_the_engine():
         {"preset": "MS-(5,7)", "n_train": 20, "n_test": 10, "n_val": 5}
     )
     assert build_dataset(preset.engine_request()).describe()["sizes"] == {"train": 20, "val": 5, "test": 10}
+
+
+def test_library_and_onnx_lists_match_the_engine():
+    """GET /v1/architectures lists what the engine accepts: torchvision's classifiers, the options the
+    engine refuses, the pinned timm, the checks that need gradients and the ONNX operators run in torch."""
+    import timm
+
+    from sbengine.checks import CHECKS
+    from sbengine.models.library import REFUSED_OPTIONS, torchvision_models
+    from sbengine.models.onnx_ops import SUPPORTED
+    from service.schemas import architectures
+    from service.schemas.audits import NEEDS_GRADIENTS
+
+    assert torchvision_models() == architectures.TORCHVISION_MODELS
+    assert models.LIBRARY_REFUSED_OPTIONS == REFUSED_OPTIONS
+    assert timm.__version__ == architectures.TIMM_VERSION
+    assert set(architectures.ONNX_TORCH_OPERATORS) == SUPPORTED
+    assert {name for name, check in CHECKS.items() if check.needs_gradients} == NEEDS_GRADIENTS
