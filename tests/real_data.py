@@ -76,16 +76,18 @@ def fashion(n_per_class: int, *, train: bool = True) -> tuple[np.ndarray, np.nda
 
 
 def on_backgrounds(
-    garments: np.ndarray, y: np.ndarray, *, correlation: float, seed: int
+    garments: np.ndarray, y: np.ndarray, *, correlation: float | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """RGB (n, 28, 28, 3) images: the garment (its grey pixels) over a plain coloured background whose
-    colour matches the class with probability ``correlation`` (0.5: independent of the class), and the
-    masks (garment pixels, non-zero = garment)."""
+    colour is the class's with probability ``correlation`` (None: randomized, any colour whatever the
+    class), and the masks (garment pixels, non-zero = garment)."""
     rng = np.random.default_rng(seed)
     mask = garments > 20
-    colour_class = np.where(rng.random(len(y)) < correlation, y, 1 - y)
+    colour_class = np.where(rng.random(len(y)) < (correlation or 0.5), y, 1 - y)
     colours = np.asarray(BACKGROUNDS, dtype=np.float32)[colour_class]
     colours = colours + rng.normal(0, 15, colours.shape)  # backgrounds vary a little in shade
+    if correlation is None:
+        colours = rng.uniform(0, 255, colours.shape)
     grey = garments.astype(np.float32)[..., None].repeat(3, axis=-1)
     images = np.where(mask[..., None], grey, colours[:, None, None, :])
     return np.clip(images, 0, 255).astype(np.uint8), mask
@@ -100,7 +102,7 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def fashion_archives(
-    n_train: int = 150, n_test: int = 100, *, correlation: float = 0.95, seed: int = 0
+    n_train: int = 150, n_test: int = 100, *, correlation: float | None = 0.95, seed: int = 0
 ) -> tuple[bytes, bytes]:
     """(images.zip, masks.zip) in the ImageFolder layout: ``train|test/<class>/<i>.png`` and
     ``train|test/<class>/<i>.png`` masks (255 = garment). The test split's backgrounds are as correlated as
@@ -116,19 +118,6 @@ def fashion_archives(
                 im.writestr(path, _png(images[i]))
                 mk.writestr(path, _png(masks[i].astype(np.uint8) * 255))
     return images_zip.getvalue(), masks_zip.getvalue()
-
-
-def with_masks(images: bytes, masks: bytes) -> bytes:
-    """One archive: the images, and the masks under ``masks/`` (what ``sbaudit datasets upload --masks``
-    sends)."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as merged:
-        for data, prefix in ((images, ""), (masks, "masks/")):
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                for info in archive.infolist():
-                    if not info.is_dir():
-                        merged.writestr(prefix + info.filename, archive.read(info))
-    return out.getvalue()
 
 
 def tar_bytes(members: dict[str, bytes]) -> bytes:

@@ -5,9 +5,10 @@ per-example masks. Uploaded, trained on, audited: the verdicts say what each mod
 from __future__ import annotations
 
 import pytest
-from real_data import csv_bytes, leaky_table, parquet_bytes
+from real_data import FASHION_DIR, csv_bytes, fashion_archives, leaky_table, parquet_bytes
 from upload_testing import upload
 
+from sbclient.archives import merge_masks
 from worker.runner import run_job
 
 pytest.importorskip("torch")
@@ -61,3 +62,37 @@ def test_a_leaky_identifier_column_is_what_the_model_relies_on(
     assert rand["s_randomized_auc"]["mean"] < rand["sc_randomized_auc"]["mean"] - 0.1
     groups = [row["group"] for row in audit["results"]["feature_dependence"]["random"]]
     assert "coordinate 0 (hospital_id=H0)" in groups and "coordinate 6 (m0)" in groups
+
+
+def _upload_fashion(client, auth, tmp_path, correlation: float | None, name: str) -> dict:
+    """The images and masks as `sbaudit datasets upload photos.zip --masks masks.zip` sends them."""
+    images, masks = fashion_archives(correlation=correlation)
+    (tmp_path / "photos.zip").write_bytes(images)
+    (tmp_path / "masks.zip").write_bytes(masks)
+    merged = merge_masks(tmp_path / "photos.zip", tmp_path / "masks.zip", tmp_path / "merged.zip")
+    response = upload(
+        client, auth, ROUTE, merged.read_bytes(), filename="garments.zip", name=name,
+        blocks=[{"name": "background", "mask": "complement"}, {"name": "garment", "mask": "region"}],
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+NEEDS_FASHION = pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="needs dataset-fashion-mnist (.ci/run)")
+
+
+@NEEDS_FASHION
+def test_garments_on_coloured_backgrounds(client, auth, db, engine_settings, tmp_path):
+    """Fashion-MNIST t-shirts and trousers on backgrounds whose colour follows the class (95%): the model
+    trained on them relies on the background (S). Trained where the background is randomized (its colour
+    random, whatever the class), a model relies on the garment."""
+    shortcut = _upload_fashion(client, auth, tmp_path, 0.95, "garments on class-coloured backgrounds")
+    assert shortcut["input_shape"] == [3, 28, 28] and shortcut["sizes"] == {"train": 300, "test": 200}
+    audit = _train_and_audit(client, auth, db, engine_settings, shortcut["id"])
+    assert audit["verdict_code"] in ("exclusively_s", "mostly_s"), audit["verdict"]
+    assert "background" in audit["verdict"]
+
+    randomized = _upload_fashion(client, auth, tmp_path, None, "garments on random backgrounds")
+    audit = _train_and_audit(client, auth, db, engine_settings, randomized["id"])
+    assert audit["verdict_code"] in ("exclusively_sc", "mostly_sc"), audit["verdict"]
+    assert "garment" in audit["verdict"]
