@@ -69,7 +69,7 @@ def test_garments_on_coloured_backgrounds_over_the_cli(embedded, cli_env, tmp_pa
             audit = _audit(client, dataset["id"])
             if label == "shortcut":
                 report = client.get(f"/v1/audits/{audit['id']}/report")
-                assert report.status_code == 200
+                assert report.status_code == 200 and "Examples and their composites" in report.text
         verdicts[label] = audit
     assert verdicts["shortcut"]["verdict_code"] in ("exclusively_s", "mostly_s"), verdicts["shortcut"][
         "verdict"

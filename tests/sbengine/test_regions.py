@@ -106,3 +106,16 @@ def test_uint8_storage_round_trips_pixels_and_masks(tmp_path):
     loaded = Dataset.load(tmp_path)
     assert np.array_equal(loaded.split("test")[0], ds.split("test")[0])
     assert np.array_equal(loaded.masks["test"], ds.masks["test"]) and loaded.storage == "uint8"
+
+
+def test_the_report_shows_examples_with_their_regions_and_composites():
+    from sbengine.checks import randomization as check
+
+    ds = region_dataset()
+    result = randomization(RegionReader(), ds, repeats=2, seed=1)
+    result["composites_shown"] = 3
+    figures = check.figures(result, ds)
+    assert figures["composites"].startswith(b"\x89PNG")
+    assert "composites" in [f["name"] for f in check.report_section(result)["figures"]]
+    del result["composites_shown"]
+    assert "composites" not in check.figures(result, ds), "vectors and tables have no example images"
