@@ -262,7 +262,12 @@ def check_dataset(request: dict[str, Any]) -> dict[str, Any]:
     )
     dataset.save(Path(request["output"]))
     name = f"images ({fmt})" if "masks" in read else {"zip": "npz"}.get(fmt, fmt)
-    return {"description": dataset.describe(), "format": name}
+    description = dataset.describe()
+    kept = read.get("spec", {})
+    classes = (kept.get("images") or kept.get("table") or {}).get("classes")
+    if classes:
+        description["classes"] = classes
+    return {"description": description, "format": name}
 
 
 def _is_npz(path: Path, max_bytes: int) -> bool:

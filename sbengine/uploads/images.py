@@ -37,6 +37,9 @@ MASK_FOLDER = "masks"
 MAX_IMAGE_PIXELS = 1 << 24
 MAX_SIDE = 1024  # the largest declared image_size side
 REST_BLOCK = "rest"
+# What the stored pixels may take, against the upload limit: the validator's output file limit is about 4x
+# the upload (service/uploads/validator.py: OUTPUT_GROWTH), so flat, well-compressed images are bounded.
+DECODED_GROWTH = 4
 
 
 def _safe(name: str) -> str:
@@ -233,6 +236,15 @@ def read_images(request: dict[str, Any], path: Path, fmt: str) -> dict[str, Any]
                     field="body.image_size",
                 )
         shape = (int(size[0]), int(size[1]))
+        if not xs["train"] and not xs["val"] and not xs["test"]:  # once, before decoding anything
+            decoded = len(images) * (3 + with_masks) * shape[0] * shape[1]
+            if decoded > DECODED_GROWTH * max_bytes:
+                raise Rejected(
+                    f"the {len(images)} images would decode to {decoded} bytes at {shape[0]}x{shape[1]}, "
+                    f"more than this server stores for an upload of its size limit ({DECODED_GROWTH} x "
+                    "SBAUDIT_MAX_UPLOAD_BYTES); declare a smaller image_size or send fewer images",
+                    status=413,
+                )
         if with_masks:
             mask = _open(read(masks[stem]), masks[stem])
             if mask.size != image.size:

@@ -97,6 +97,11 @@ def test_a_table_becomes_named_column_blocks(client, auth):
     assert site["indices"] == [0, 1, 2, 3, 4, 5] and site["params"] == {"columns": ["hospital_id"]}
     assert measurements["indices"] == [6, 7, 8, 9, 10] and rest["name"] == "other columns"
     assert rest["params"]["columns"] == ["noise"] and dataset["sizes"] == {"train": 20, "val": 10, "test": 10}
+    assert dataset["feature_names"][:7] == [
+        "hospital_id=H0",
+        *(f"hospital_id=H{i}" for i in range(1, 6)),
+        "m0",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -155,6 +160,28 @@ def test_an_image_folder_with_masks_is_stored_as_uint8_with_regions(client, auth
         ("rest", "mask", {"mask": "region"}),
     ]
     assert dataset["spec"]["upload"]["format"] == f"images ({container})"
+    assert dataset["classes"] == ["cat", "dog"] and dataset["feature_names"] is None
+
+
+def test_the_budget_counts_an_image_datasets_masks(client, auth, db):
+    from service.estimates import dataset_bytes
+    from service.models import Dataset
+
+    response = upload(client, auth, ROUTE, image_zip(small_images()), blocks=BACKGROUND)
+    with db.read_session() as session:
+        description = session.get(Dataset, response.json()["id"]).description
+    assert description["input_shape"] == [3, 8, 8] and description["sizes"] == {"train": 4}
+    assert description["storage"] == "uint8" and description["masks"] == ["train"]
+    without_masks = 4 * (3 * 64 * 4 + 8)
+    assert dataset_bytes(description) == without_masks + 4 * (64 + 3 * 64)
+
+
+def test_decoded_images_past_the_output_limit_are_refused_before_decoding(client, auth, settings):
+    """Tiny PNGs of one colour that would decode to far more than the upload: 413, nothing decoded."""
+    flat = png(np.zeros((1024, 1024, 3), dtype=np.uint8))
+    members = {f"train/dog/{i}.png": flat for i in range(6)}
+    body = refused(client, auth, settings, image_zip(members), 413, blocks=[{"name": "top", "rows": [0, 4]}])
+    assert "would decode to" in body["detail"]
 
 
 def test_hostile_archives_are_refused_and_leave_nothing(client, auth, settings):
