@@ -128,3 +128,25 @@ def tar_bytes(members: dict[str, bytes]) -> bytes:
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return out.getvalue()
+
+
+def main(argv: list[str]) -> int:
+    """``python3 tests/real_data.py DIR``: write docs/walkthrough-real-data.md's files into DIR."""
+    out = Path(argv[0] if argv else ".")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "patients.csv").write_bytes(csv_bytes(leaky_table()))
+    for name, correlation in (("photos", 0.95), ("photos-random", None)):
+        images, masks = fashion_archives(correlation=correlation)
+        (out / f"{name}.zip").write_bytes(images)
+        (out / f"{name}-masks.zip").write_bytes(masks)
+    print(
+        f"wrote patients.csv, photos.zip, photos-masks.zip, photos-random.zip and photos-random-masks.zip "
+        f"to {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
