@@ -73,6 +73,8 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "format": checked.pop("format", framing), **checked}
     except Rejected as exc:
         return {"ok": False, **exc.as_dict()}
+    except ImportError as exc:  # Pillow or pyarrow (tables, images) missing: the server's problem
+        return _unavailable(exc)
     except MemoryError:
         return {
             "ok": False,

@@ -121,10 +121,10 @@ def read_table(request: dict[str, Any], path: Path, fmt: str) -> dict[str, Any]:
         raise Rejected(f"the table has two columns named {dup[:100]!r}")
     split_column = request.get("split_column")
     categorical = list(request.get("categorical") or [])
-    for _what, wanted, field in (
-        ("label", [label], "body.label"),
-        ("split", [split_column] if split_column else [], "body.split_column"),
-        ("categorical", categorical, "body.categorical"),
+    for wanted, field in (
+        ([label], "body.label"),
+        ([split_column] if split_column else [], "body.split_column"),
+        (categorical, "body.categorical"),
     ):
         for column in wanted:
             if column not in names:
