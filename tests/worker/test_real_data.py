@@ -96,3 +96,48 @@ def test_garments_on_coloured_backgrounds(client, auth, db, engine_settings, tmp
     audit = _train_and_audit(client, auth, db, engine_settings, randomized["id"])
     assert audit["verdict_code"] in ("exclusively_sc", "mostly_sc"), audit["verdict"]
     assert "garment" in audit["verdict"]
+
+
+@NEEDS_FASHION
+def test_an_uploaded_vision_model_is_audited_on_image_regions(
+    client, auth, app, db, engine_settings, tmp_path
+):
+    """Any architecture of the registry reads the uploaded images: a MobileNetV2 checkpoint uploaded as
+    safetensors, audited on garments resized to 32x32 with S = background; the report draws composites.
+    (The budget's activation estimate for the vision zoo is far above what 80 images take: raised here.)"""
+    app.state.settings = app.state.settings.model_copy(update={"max_job_memory_bytes": 1 << 40})
+    import torch
+    from safetensors.torch import save
+
+    from sbengine.models import build_model
+
+    images, masks = fashion_archives(n_train=10, n_test=40)
+    (tmp_path / "photos.zip").write_bytes(images)
+    (tmp_path / "masks.zip").write_bytes(masks)
+    merged = merge_masks(tmp_path / "photos.zip", tmp_path / "masks.zip", tmp_path / "merged.zip")
+    response = upload(
+        client, auth, ROUTE, merged.read_bytes(), filename="garments.zip", image_size="32,32",
+        blocks=[{"name": "background", "mask": "complement"}],
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    dataset = response.json()
+    assert dataset["input_shape"] == [3, 32, 32] and [b["name"] for b in dataset["blocks"]] == [
+        "background",
+        "rest",
+    ]
+    torch.manual_seed(0)
+    network = build_model({"name": "mobilenet_v2"}, input_shape=(3, 32, 32), num_classes=2)
+    weights = save({k: v.detach().contiguous() for k, v in network.state_dict().items()})
+    response = upload(
+        client, auth, "/v1/models/uploads", weights, filename="mobilenet.safetensors",
+        architecture={"name": "mobilenet_v2"}, dataset_id=dataset["id"],
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    audit = client.post("/v1/audits", json={"model_id": response.json()["id"], "repeats": 1}, headers=auth)
+    assert audit.status_code == 202, audit.text
+    audit = audit.json()
+    assert run_job(audit["job_id"], settings=engine_settings, db=db) == "succeeded"
+    audit = client.get(f"/v1/audits/{audit['id']}", headers=auth).json()
+    rand = audit["results"]["randomization"]
+    assert rand["n"] == 80 and rand["composites_shown"] == 4 and audit["verdict"]
+    assert any("composites" in a["filename"] for a in audit["artifacts"]), audit["artifacts"]
