@@ -271,6 +271,7 @@ def check_dataset(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_npz(path: Path, max_bytes: int) -> bool:
-    """A zip of ``.npy`` members only is numpy.savez's; any other zip is read as an image archive."""
+    """A zip with ``.npy`` members is numpy.savez's (its reader names any other member); any other zip is
+    read as an image archive."""
     members = inspect_zip(path, max_total_bytes=max_bytes, what="the zip archive")
-    return all(m.name.endswith(".npy") and "/" not in m.name for m in members)
+    return any(m.name.endswith(".npy") for m in members)

@@ -50,11 +50,13 @@ def _safe(name: str) -> str:
         or (len(name) > 1 and name[1] == ":")
         or any(part == ".." for part in name.split("/"))
         or any(ord(c) < 32 for c in name)
+        or posixpath.normpath(name.rstrip("/")) != name.rstrip("/")  # "a/./b", "a//b": read as written
     ):
         raise Rejected(
-            f"archive member {name[:100]!r} has an unsafe path (absolute, '..' or control characters)"
+            f"archive member {name[:100]!r} has an unsafe path (absolute, '..', not normalized or control "
+            "characters)"
         )
-    return posixpath.normpath(name)
+    return name
 
 
 def _ignored(name: str) -> bool:

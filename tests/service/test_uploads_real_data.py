@@ -190,6 +190,7 @@ def test_hostile_archives_are_refused_and_leave_nothing(client, auth, settings):
         # zip slip: a member path climbing out of the archive
         (image_zip({**images, "../../etc/cron.d/x.png": images["train/dog/0.png"]}), 422, "unsafe path"),
         (image_zip({**images, "/abs/dog/1.png": images["train/dog/0.png"]}), 422, "unsafe path"),
+        (image_zip({**images, "train/./dog/5.png": images["train/dog/0.png"]}), 422, "unsafe path"),
         # a 50,000 x 50,000 PNG: refused from its header, nothing decoded
         (image_zip({"train/dog/0.png": png_header_claiming(50_000, 50_000)}), 422, "50000x50000"),
         # a mask whose size differs from its image's
