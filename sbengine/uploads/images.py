@@ -125,7 +125,11 @@ def _layout(members: list[tuple[str, int]]) -> tuple[dict[str, tuple[str, str, s
     images: dict[str, tuple[str, str, str]] = {}
     masks: dict[str, str] = {}
     stems: set[str] = set()
+    seen: set[str] = set()
     for name, _ in members:
+        if name in seen:  # a zip or tar may hold a name twice; which one a reader returns is not defined
+            raise Rejected(f"archive member {name[:100]!r} appears twice")
+        seen.add(name)
         if _ignored(name):
             continue
         stem, ext = posixpath.splitext(name)

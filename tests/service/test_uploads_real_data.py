@@ -225,6 +225,20 @@ def test_a_zip_declaring_a_million_members_is_refused_from_its_end_record(client
     assert "1000000 members" in body["detail"]
 
 
+def test_a_member_twice_is_refused(client, auth, settings):
+    members = small_images(masks=False)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, blob in [*members.items(), ("train/dog/0.png", members["train/cat/1.png"])]:
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+    body = refused(
+        client, auth, settings, out.getvalue(), filename="p.tar", blocks=[{"name": "top", "rows": [0, 4]}]
+    )
+    assert "appears twice" in body["detail"]
+
+
 def test_tar_links_and_devices_are_refused(client, auth, settings):
     images = small_images(masks=False)
     for kind in (tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE):
