@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -92,10 +93,33 @@ class Client:
         simple_blocks: list[int] | None = None,
         num_classes: int | None = None,
         name: str | None = None,
+        label: str | None = None,
+        split_column: str | None = None,
+        categorical: list[str] | None = None,
+        image_size: list[int] | None = None,
+        masks: str | os.PathLike[str] | None = None,
     ) -> Upload[Dataset]:
-        """Upload evaluation arrays (.npz or safetensors) with their declared feature blocks."""
-        fields = {"blocks": blocks, "simple_blocks": simple_blocks, "num_classes": num_classes, "name": name}
-        return cast(Upload[Dataset], self._upload("/v1/datasets/uploads", path, fields))
+        """Upload evaluation data with its declared feature blocks: arrays (.npz or safetensors), a table
+        (CSV or Parquet: ``label``, ``split_column``, ``categorical``; blocks by ``columns``) or images in a
+        zip or tar archive (``image_size``; ``masks``, a second archive of masks, is merged in under
+        ``masks/`` before sending, for blocks ``{"name": ..., "mask": "region" | "complement"}``)."""
+        fields = {
+            "blocks": blocks,
+            "simple_blocks": simple_blocks,
+            "num_classes": num_classes,
+            "name": name,
+            "label": label,
+            "split_column": split_column,
+            "categorical": categorical,
+            "image_size": image_size,
+        }
+        if masks is None:
+            return cast(Upload[Dataset], self._upload("/v1/datasets/uploads", path, fields))
+        from sbclient.archives import merge_masks
+
+        with tempfile.TemporaryDirectory(prefix="sbaudit-upload-") as scratch:
+            merged = merge_masks(path, masks, Path(scratch) / f"{Path(path).stem}.zip")
+            return cast(Upload[Dataset], self._upload("/v1/datasets/uploads", merged, fields))
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         return cast(Dataset, self._get_json(f"/v1/datasets/{dataset_id}"))

@@ -80,6 +80,8 @@ class Dataset(_Resource):
     sizes: dict[str, int] | None
     rotated: bool | None
     seed: int | None
+    classes: list[str] | None
+    feature_names: list[str] | None
 
 
 class Model(_Resource):

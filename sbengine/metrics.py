@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sbengine.data.dataset import Dataset
+from sbengine.data.dataset import MASK_KIND, Dataset
 from sbengine.device import generator
 from sbengine.evaluation import predict_logits
 from sbengine.progress import ProgressCallback, report
@@ -103,6 +103,35 @@ def permute_columns(z: torch.Tensor, columns: list[int], gen: torch.Generator) -
     out = z.clone()
     out[:, cols] = z[perm][:, cols]
     return out
+
+
+def composite(z: torch.Tensor, selected: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mixed-random compositing (Xiao et al., ICLR 2021): row i keeps its own values outside its selected
+    coordinates and takes the selected ones from row j = perm(i), one random row permutation:
+    ``x' = m_i * x_i + (1 - m_i) * x_j`` with ``m_i`` the unselected mask. ``selected`` is ``(1, D)`` for a
+    fixed block (then this is ``permute_columns``, draw for draw) or ``(n, D)`` for per-example regions."""
+    if selected.shape[0] == 1:
+        return permute_columns(z, torch.nonzero(selected[0]).flatten().tolist(), gen)
+    perm = torch.randperm(z.shape[0], generator=gen).to(z.device)
+    return torch.where(selected.to(z.device), z[perm], z)
+
+
+def swap_selected(
+    z: torch.Tensor, selected: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
+    """``swap_columns`` for per-example regions: row i takes its selected coordinates from a random row of
+    another class (where row i's own mask says)."""
+    if selected.shape[0] == 1:
+        return swap_columns(z, torch.nonzero(selected[0]).flatten().tolist(), y, gen)
+    source = torch.arange(z.shape[0], device=z.device)
+    for c in torch.unique(y):
+        dst = torch.nonzero(y == c).flatten()
+        src_pool = torch.nonzero(y != c).flatten()
+        if src_pool.numel() == 0:
+            continue
+        pick = torch.randint(src_pool.numel(), (dst.numel(),), generator=gen).to(z.device)
+        source[dst] = src_pool[pick]
+    return torch.where(selected.to(z.device), z[source], z)
 
 
 def swap_columns(z: torch.Tensor, columns: list[int], y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -204,13 +233,11 @@ def randomization(
     first_scores: dict[str, torch.Tensor] = {}
     total = 2 * repeats
     for part_index, (part, blocks) in enumerate((("s", simple), ("sc", complex_))):
-        columns = dataset.block_indices(blocks)
+        selected = torch.from_numpy(dataset.selection(blocks, split))
         runs: dict[str, list[float]] = {"auc": [], "accuracy": [], "loss": [], "logit_shift": []}
         for r in range(repeats):
             gen = generator(seed, 10 + part_index, r)
-            logits_r = predict_logits(
-                model, canon.from_canonical(permute_columns(z, columns, gen)), device=device
-            )
+            logits_r = predict_logits(model, canon.from_canonical(composite(z, selected, gen)), device=device)
             m = _metrics_of(logits_r, y)
             score_r = binary_score(logits_r)
             if score_r is not None:
@@ -253,7 +280,7 @@ def feature_dependence(
     dataset: Dataset,
     *,
     method: str = "random",
-    groups: dict[str, list[int]] | None = None,
+    groups: dict[str, list[int] | BlockGroup] | None = None,
     split: str = "test",
     seed: int = 0,
     sample_fraction: float = 1.0,
@@ -281,19 +308,45 @@ def feature_dependence(
     x, y = x[keep], y[keep]
     z = canon.to_canonical(x)
     rows = []
+    kept = keep.cpu().numpy()
     for i, (name, columns) in enumerate(groups.items()):
         gen = generator(seed, 21, i)
-        z_new = permute_columns(z, columns, gen) if method == "random" else swap_columns(z, columns, y, gen)
+        if isinstance(columns, BlockGroup):  # a region per example: its rows' own masks
+            selected = torch.from_numpy(dataset.selection(list(columns.blocks), split, rows=kept))
+            count: float = round(selected.sum(dim=1).double().mean().item(), 1)  # its mean size per example
+            z_new = composite(z, selected, gen) if method == "random" else swap_selected(z, selected, y, gen)
+        else:
+            count = len(columns)
+            z_new = (
+                permute_columns(z, columns, gen) if method == "random" else swap_columns(z, columns, y, gen)
+            )
         logits = predict_logits(model, canon.from_canonical(z_new), device=device)
-        rows.append({"group": name, "coordinates": len(columns), **_metrics_of(logits, y)})
+        rows.append({"group": name, "coordinates": count, **_metrics_of(logits, y)})
         report(progress, f"dependence:{method}", i + 1, len(groups))
     return rows
 
 
-def default_groups(dataset: Dataset) -> dict[str, list[int]]:
-    groups = {f"block {i}: {b.name}": list(b.indices) for i, b in enumerate(dataset.blocks)}
+@dataclass(frozen=True)
+class BlockGroup:
+    """A feature-dependence group given by blocks rather than coordinates: per-example regions."""
+
+    blocks: tuple[int, ...]
+
+
+def default_groups(dataset: Dataset) -> dict[str, list[int] | BlockGroup]:
+    """Every block, then (small inputs) every coordinate, named by its column where the dataset has names."""
+    groups: dict[str, list[int] | BlockGroup] = {
+        f"block {i}: {b.name}": BlockGroup((i,)) if b.kind == MASK_KIND else list(b.indices)
+        for i, b in enumerate(dataset.blocks)
+    }
     if dataset.num_features <= MAX_COORDINATES_FOR_PER_COORDINATE:
-        groups.update({f"coordinate {c}": [c] for c in range(dataset.num_features)})
+        names = dataset.feature_names
+        groups.update(
+            {
+                f"coordinate {c}" + (f" ({names[c]})" if names else ""): [c]
+                for c in range(dataset.num_features)
+            }
+        )
     return groups
 
 

@@ -114,10 +114,17 @@ def _sizes(description: dict[str, Any]) -> dict[str, int]:
 
 
 def dataset_bytes(description: dict[str, Any]) -> int:
-    """A stored dataset loaded into a job: every split's float32 rows and int64 labels, and its rotation."""
+    """A stored dataset loaded into a job: every split's float32 rows and int64 labels, and its rotation.
+    An uploaded image archive with per-example regions adds its boolean masks (one byte per pixel) and the
+    boolean (rows, features) selection a region block is randomized through (sbengine Dataset.selection)."""
     d = _features(description)
     rotation = d * d * F64 if description.get("rotated") else 0
-    return sum(_sizes(description).values()) * (d * F32 + I64) + rotation
+    n = sum(_sizes(description).values())
+    regions = 0
+    if description.get("masks"):
+        shape = [int(v) for v in description.get("input_shape") or [1]]
+        regions = n * (math.prod(shape[1:]) + d)
+    return n * (d * F32 + I64) + rotation + regions
 
 
 def _eval_rows(d: int) -> int:

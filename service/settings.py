@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     raw_data_dir: Path | None = None
+    # Whether workers may fetch missing MNIST/CIFAR-10 files from the internet (torchvision's mirrors). Off,
+    # a preset whose files are not in the raw-data folder is refused with 422 at submission (service/
+    # raw_data.py) instead of queueing a job that can only fail on a machine without network access.
+    download_raw_data: bool = False
     max_upload_bytes: int = Field(
         default=1 << 30, ge=1, description="Largest uploaded checkpoint or dataset file (also uncompressed)."
     )

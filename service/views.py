@@ -67,6 +67,8 @@ def dataset_read(row: Dataset, artifacts: list[ArtifactRead]) -> DatasetRead:
         "sizes",
         "rotated",
         "seed",
+        "classes",
+        "feature_names",
     )
     described: dict[str, Any] = {k: desc.get(k) for k in fields}
     return DatasetRead(**_common(row, artifacts), spec=row.spec, **described)

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sbclient.cli.connect import Subparsers, add_connection_options, client_command, int_list, json_option
+from sbclient.cli.connect import (
+    Subparsers,
+    add_connection_options,
+    client_command,
+    int_list,
+    json_option,
+)
+from sbclient.cli.errors import CliError
 
 if TYPE_CHECKING:
     from sbclient import Client, Upload
@@ -54,21 +61,57 @@ def add_model_upload(actions: Subparsers) -> None:
 def add_dataset_upload(actions: Subparsers) -> None:
     upload = actions.add_parser(
         "upload",
-        help="upload arrays (.npz or safetensors) with declared feature blocks",
-        description="Upload evaluation data: x and y (optionally split: 0/1/2 per row), or x_train/y_train, "
-        "x_val/y_val, x_test/y_test, as .npz or safetensors, plus the named feature blocks.",
+        help="upload evaluation data (arrays, a table or an image archive) with declared feature blocks",
+        description="Upload evaluation data with its named feature blocks: arrays (x and y, optionally "
+        "split: 0/1/2 per row, or x_train/y_train, x_val/y_val, x_test/y_test, as .npz or safetensors), a "
+        "table (CSV or Parquet with a --label column; blocks name columns), or images in a zip or tar "
+        "archive "
+        "([train|val|test/]<class>/<name>.png|jpg|jpeg|webp; --masks for per-example regions).",
     )
-    upload.add_argument("file", type=Path, help="the .npz or safetensors file")
+    upload.add_argument("file", type=Path, help="the .npz, safetensors, CSV, Parquet, zip or tar file")
     upload.add_argument(
         "--blocks",
-        required=True,
-        help='JSON list, e.g. \'[{"name": "top", "rows": [0, 16]}, {"name": "bottom", "rows": [16, 32]}]\' '
-        'or \'[{"name": "first", "indices": [0]}, ...]\' (or @file.json)',
+        help='JSON list, e.g. \'[{"name": "top", "rows": [0, 16]}, {"name": "bottom", "rows": [16, 32]}]\', '
+        '\'[{"name": "first", "indices": [0]}, ...]\', \'[{"name": "site", "columns": ["hospital_id"]}]\' '
+        'or \'[{"name": "background", "mask": "complement"}]\' (or @file.json)',
+    )
+    upload.add_argument(
+        "--block",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="one block, repeatable, after --blocks: SPEC 'region' or 'complement' (of the masks), or a "
+        "table's column names separated by commas (site=hospital_id)",
     )
     upload.add_argument("--simple-blocks", help="JSON list of the block indices forming S (default: [0])")
     upload.add_argument("--num-classes", type=int, help="number of classes (default: largest label + 1)")
+    upload.add_argument("--label", help="a table's label column")
+    upload.add_argument("--split-column", help="a table's column of train/val/test (default: all test)")
+    upload.add_argument(
+        "--categorical",
+        action="append",
+        metavar="COLUMN",
+        help="a table's column to one-hot encode (repeatable)",
+    )
+    upload.add_argument(
+        "--image-size", help="H,W every image is resized to (default: the first image's size)"
+    )
+    upload.add_argument(
+        "--masks", type=Path, help="a zip or tar of masks (<the image's path>.png, non-zero = region)"
+    )
     _common_options(upload)
     upload.set_defaults(handler=run_dataset_upload)
+
+
+def block_option(text: str) -> dict[str, Any]:
+    """``--block NAME=SPEC``: a mask side or a table's columns."""
+    name, sep, spec = text.partition("=")
+    if not sep or not name.strip() or not spec.strip():
+        raise CliError(f"--block {text!r}: give NAME=region, NAME=complement or NAME=column[,column...]")
+    spec = spec.strip()
+    if spec in ("region", "complement"):
+        return {"name": name.strip(), "mask": spec}
+    return {"name": name.strip(), "columns": [c.strip() for c in spec.split(",")]}
 
 
 def _report(kind: str, upload: Upload[Any]) -> int:
@@ -95,11 +138,19 @@ def run_model_upload(args: argparse.Namespace, client: Client) -> int:
 
 @client_command
 def run_dataset_upload(args: argparse.Namespace, client: Client) -> int:
+    blocks = [*(json_option(args.blocks, "--blocks") or []), *(block_option(b) for b in args.block)]
+    if not blocks:
+        raise CliError("declare the feature blocks: --blocks JSON and/or --block NAME=SPEC")
     upload = client.upload_dataset(
         args.file,
-        blocks=json_option(args.blocks, "--blocks"),
+        blocks=blocks,
         simple_blocks=json_option(args.simple_blocks, "--simple-blocks"),
         num_classes=args.num_classes,
         name=args.name,
+        label=args.label,
+        split_column=args.split_column,
+        categorical=args.categorical,
+        image_size=int_list(args.image_size, "--image-size"),
+        masks=args.masks,
     )
     return _report("dataset", upload)

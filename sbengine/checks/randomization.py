@@ -37,6 +37,9 @@ def run(ctx: CheckContext) -> dict[str, Any]:
     )
     if boundary is not None:
         out["boundary"] = boundary
+    shape = tuple(ctx.dataset.input_shape)
+    if len(shape) == 3 and shape[0] in (1, 3):  # images: the report shows a few composites (figures())
+        out["composites_shown"] = min(EXAMPLES_SHOWN, int(ctx.dataset.split(ctx.split)[1].shape[0]))
     return out
 
 
@@ -101,12 +104,61 @@ def decision_boundary(slice_: dict[str, Any], *, title: str = "Decision boundary
     return to_png(plt, fig)
 
 
+EXAMPLES_SHOWN = 4
+
+
+def composite_examples(result: dict[str, Any], dataset, *, count: int = EXAMPLES_SHOWN) -> bytes | None:
+    """A few images of the audited split with S outlined, and their first S- and S^c-randomized composites
+    (the same draws as the first repeat): what the model was shown. None for inputs that are not images."""
+    import torch
+
+    from sbengine.device import generator
+    from sbengine.metrics import composite
+
+    shape = tuple(dataset.input_shape)
+    split = result.get("split", "test")
+    if not result.get("composites_shown") or split not in dataset.splits:
+        return None
+    simple, complex_ = list(result["simple_blocks"]), list(result["complex_blocks"])
+    x, _ = dataset.split(split)
+    z = torch.from_numpy(np.ascontiguousarray(x)).flatten(1)
+    seed = int(result.get("seed", 0))
+    rows = min(count, int(result["composites_shown"]), z.shape[0])
+    s_mask = dataset.selection(simple, split)
+    columns = {
+        "example": z[:rows],
+        "S-randomized": composite(z, torch.from_numpy(s_mask), generator(seed, 10, 0))[:rows],
+        "S$^c$-randomized": composite(
+            z, torch.from_numpy(dataset.selection(complex_, split)), generator(seed, 11, 0)
+        )[:rows],
+    }
+    s_region = np.broadcast_to(s_mask, (z.shape[0], s_mask.shape[1]))[:rows].reshape(rows, *shape)[:, 0]
+    plt, fig, axes = new_figure(width=2.0 * 3, height=2.0 * rows)
+    fig.clf()
+    grid = fig.subplots(rows, 3, squeeze=False)
+    for r in range(rows):
+        for c, (title, images) in enumerate(columns.items()):
+            ax = grid[r][c]
+            image = images[r].reshape(shape).numpy().transpose(1, 2, 0).clip(0, 1)
+            ax.imshow(image[..., 0] if shape[0] == 1 else image, cmap="gray" if shape[0] == 1 else None)
+            if c == 0:  # S outlined on the original
+                ax.contour(s_region[r].astype(float), levels=[0.5], colors="#ffd400", linewidths=1.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+    return to_png(plt, fig)
+
+
 def figures(result: dict[str, Any], dataset) -> dict[str, bytes]:
     out = {}
     if "histograms" in result:
         out["logit_histograms"] = logit_histograms(result["histograms"])
     if result.get("boundary"):
         out["decision_boundary"] = decision_boundary(result["boundary"])
+    examples = composite_examples(result, dataset) if dataset is not None else None
+    if examples is not None:
+        out["composites"] = examples
     return out
 
 
@@ -123,6 +175,16 @@ BOUNDARY = figure(
     "Predicted class while one S coordinate and one S^c coordinate sweep a grid (the other coordinates "
     "come from real examples), data points on top. A boundary that only moves along the S axis means "
     "the model ignores the S^c coordinate.",
+)
+
+
+COMPOSITES = figure(
+    "composites",
+    "Examples and their composites",
+    "A few audited images with the border of S outlined in yellow, then what the model saw: "
+    "S-randomized (S taken from a random other example, the rest kept) and S^c-randomized (the "
+    "reverse). For per-example regions (masks) this is the mixed-random compositing of Xiao et al. "
+    "(ICLR 2021); for fixed blocks the same with a constant mask.",
 )
 
 
@@ -161,6 +223,7 @@ def report_section(r: dict[str, Any]) -> dict[str, Any]:
         )
     ]
     shown = ([HISTOGRAMS] if "histograms" in r else []) + ([BOUNDARY] if r.get("boundary") else [])
+    shown += [COMPOSITES] if r.get("composites_shown") else []
     return section("randomization", "S / S^c randomization", summary, tables=tables, figures=shown)
 
 

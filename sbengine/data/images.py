@@ -33,6 +33,18 @@ CIFAR10_TEST_BATCHES = ("test_batch",)
 NUM_CLASSES = 10
 
 
+class RawDataMissing(FileNotFoundError):
+    """Raw files that are neither on this machine nor downloadable: an operator's condition, not a bug.
+
+    ``str()`` names the folder (for the operator's log and the CLI); ``public`` says the same without the
+    server's paths, for a job's error field, which the user who submitted the job reads.
+    """
+
+    def __init__(self, message: str, *, public: str) -> None:
+        super().__init__(message)
+        self.public = public
+
+
 def default_raw_data_dir() -> Path:
     """Where MNIST/CIFAR files live: ``$SBAUDIT_RAW_DATA_DIR``, else ``./sbaudit-data/raw``."""
     return Path(os.environ.get(RAW_DATA_DIR_ENV) or Path("sbaudit-data") / "raw")
@@ -127,10 +139,13 @@ def _ensure_files(
                 return found  # type: ignore[return-value]
             reason = "the download finished but did not produce them"
     expected = ", ".join(f"{n} (or {n}.gz)" if allow_gz else n for n in names)
-    raise FileNotFoundError(
+    raise RawDataMissing(
         f"{what} files not found in {directory}: expected {expected} ({reason}). Fix: put the files there, "
         f"point {RAW_DATA_DIR_ENV} at a folder whose {subdir.as_posix()}/ holds them, "
-        "or let this machine download them (download=True with internet access)."
+        "or let this machine download them (download=True with internet access).",
+        public=f"{what} files are not on this server: its raw-data folder ({RAW_DATA_DIR_ENV}) needs "
+        f"{subdir.as_posix()}/ with {expected} ({reason.split(':')[0]}); an operator provides them "
+        "(docs/operations.md, raw data)",
     )
 
 

@@ -76,9 +76,12 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
             request = {**request, "format": "safetensors" if framing == "safetensors" else "pytorch"}
             return {"ok": True, "format": request["format"], **check_checkpoint(request)}
         request = {**request, "format": framing}
-        return {"ok": True, "format": "npz" if framing == "zip" else "safetensors", **check_dataset(request)}
+        checked = check_dataset(request)
+        return {"ok": True, "format": checked.pop("format", framing), **checked}
     except Rejected as exc:
         return {"ok": False, **exc.as_dict()}
+    except ImportError as exc:  # Pillow or pyarrow (tables, images) missing: the server's problem
+        return _unavailable(exc)
     except MemoryError:
         return {
             "ok": False,

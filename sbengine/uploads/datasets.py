@@ -1,7 +1,8 @@
 """Checking uploaded evaluation data: .npz (``allow_pickle=False``; every member's .npy header is read and
 checked against its declared size before the array is) or safetensors, keys ``x``/``y`` (+ ``split``) or
 ``x_train``/``y_train``/``x_val``/``y_val``/``x_test``/``y_test``; finite float inputs, integer labels in
-range, and the declared feature blocks resolved to canonical index sets. The result is saved in the
+range, and the declared feature blocks resolved to canonical index sets. A table (CSV, Parquet: tables.py)
+or an image archive (zip, tar: images.py) takes the same path once read. The result is saved in the
 engine's own format (sbengine Dataset: arrays.npz + dataset.json), so audits read it unchanged.
 """
 
@@ -143,6 +144,12 @@ def _blocks(declared: list[dict[str, Any]], input_shape: tuple[int, ...]) -> lis
     blocks = []
     for i, block in enumerate(declared):
         field = f"body.blocks.{i}"
+        if block.get("columns") is not None:
+            raise Rejected("'columns' name a table's columns; this upload is not a table", field=field)
+        if block.get("mask") is not None:
+            raise Rejected(
+                "a mask block needs an image archive with masks (masks/<the image's path>.png)", field=field
+            )
         if block.get("indices") is not None:
             indices = block["indices"]
             bad = next((j for j in indices if not 0 <= j < size), None)
@@ -182,10 +189,22 @@ def check_dataset(request: dict[str, Any]) -> dict[str, Any]:
 
     from sbengine.data.dataset import Dataset
 
-    path, max_bytes = Path(request["path"]), int(request["max_bytes"])
-    arrays = _npz_arrays(path, max_bytes) if request["format"] == "zip" else _safetensors_arrays(path)
-    splits = _split_arrays(arrays)
-    del arrays
+    path, max_bytes, fmt = Path(request["path"]), int(request["max_bytes"]), request["format"]
+    read: dict[str, Any] = {}
+    if fmt in ("csv", "parquet"):
+        from sbengine.uploads.tables import read_table
+
+        read = read_table(request, path, fmt)
+        splits = read["splits"]
+    elif fmt == "tar" or (fmt == "zip" and not _is_npz(path, max_bytes)):
+        from sbengine.uploads.images import read_images
+
+        read = read_images(request, path, fmt)
+        splits = read["splits"]
+    else:
+        arrays = _npz_arrays(path, max_bytes) if fmt == "zip" else _safetensors_arrays(path)
+        splits = _split_arrays(arrays)
+        del arrays
     shapes = {name: tuple(x.shape[1:]) for name, (x, _) in splits.items()}
     input_shape = next(iter(shapes.values()))
     if any(s != input_shape for s in shapes.values()):
@@ -209,6 +228,8 @@ def check_dataset(request: dict[str, Any]) -> dict[str, Any]:
     low, high = int(labels.min()), int(labels.max())
     declared_classes = request.get("num_classes")
     num_classes = int(declared_classes) if declared_classes is not None else max(high + 1, 2)
+    if "num_classes" in read and declared_classes is None:  # an image archive: one class per folder
+        num_classes = max(int(read["num_classes"]), 2)
     if low < 0 or high >= num_classes:
         bad = low if low < 0 else high
         raise Rejected(
@@ -216,7 +237,14 @@ def check_dataset(request: dict[str, Any]) -> dict[str, Any]:
             + (" (num_classes)" if declared_classes is not None else ""),
             field="body.num_classes" if declared_classes is not None else "body.file",
         )
-    blocks = _blocks(request["blocks"], input_shape)
+    if "blocks" in read:
+        blocks = read["blocks"]
+    elif read.get("masks") or any(b.get("mask") for b in request["blocks"]):
+        from sbengine.uploads.images import mask_blocks
+
+        blocks = mask_blocks(request["blocks"], bool(read.get("masks")))
+    else:
+        blocks = _blocks(request["blocks"], input_shape)
     simple = request.get("simple_blocks") or [0]
     dataset = Dataset(
         name=request.get("name") or "uploaded dataset",
@@ -227,7 +255,23 @@ def check_dataset(request: dict[str, Any]) -> dict[str, Any]:
         simple_blocks=list(simple),
         rotation=None,
         seed=0,
-        spec={"kind": "upload", "sha256": request.get("sha256")},
+        spec={"kind": "upload", "sha256": request.get("sha256"), **read.get("spec", {})},
+        masks=read.get("masks") or {},
+        feature_names=read.get("feature_names"),
+        storage="uint8" if "masks" in read else "float32",
     )
     dataset.save(Path(request["output"]))
-    return {"description": dataset.describe()}
+    name = f"images ({fmt})" if "masks" in read else {"zip": "npz"}.get(fmt, fmt)
+    description = dataset.describe()
+    kept = read.get("spec", {})
+    classes = (kept.get("images") or kept.get("table") or {}).get("classes")
+    if classes:
+        description["classes"] = classes
+    return {"description": description, "format": name}
+
+
+def _is_npz(path: Path, max_bytes: int) -> bool:
+    """A zip with ``.npy`` members is numpy.savez's (its reader names any other member); any other zip is
+    read as an image archive."""
+    members = inspect_zip(path, max_total_bytes=max_bytes, what="the zip archive")
+    return any(m.name.endswith(".npy") for m in members)

@@ -34,6 +34,7 @@ MAX_SAFETENSORS_HEADER = 16 << 20
 MAX_TENSORS = 100_000
 MAX_NDIM = 8
 MAX_ZIP_MEMBERS = 100_000
+DATASET_FORMATS = ("safetensors", "zip", "tar", "parquet", "csv")
 # A member that expands more than this (deflate's ceiling is ~1030) is a bomb, not data.
 MAX_COMPRESSION_RATIO = 1000
 RATIO_CHECK_MIN_BYTES = 1 << 20
@@ -52,16 +53,53 @@ class Rejected(Exception):
 
 
 def sniff(path: Path) -> str:
-    """``safetensors``, ``zip`` (torch.save's format, .npz), ``pickle`` (refused), or ``unknown``."""
+    """``safetensors``, ``zip`` (torch.save's format, .npz, an image archive), ``pickle`` (refused),
+    ``tar`` (POSIX/GNU, uncompressed), ``parquet``, ``csv`` (UTF-8 text without NUL bytes), or ``unknown``."""
     with open(path, "rb") as fh:
-        head = fh.read(9)
-    if len(head) == 9 and head[8:9] == b"{":
+        head = fh.read(4096)
+    if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
     if head[:4] == b"PK\x03\x04":
         return "zip"
     if head[:1] == b"\x80":  # pickle protocol 2+: torch.save's legacy format, or any pickle
         return "pickle"
+    if head[257:262] == b"ustar":
+        return "tar"
+    if head[:4] == b"PAR1":
+        return "parquet"
+    if head and b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:  # a multi-byte character cut at 4096 bytes is still text
+            if exc.start < len(head) - 4:
+                return "unknown"
+        return "csv"
     return "unknown"
+
+
+def zip_entry_count(path: Path) -> int | None:
+    """The member count a zip's end-of-central-directory record declares (zip64 too), read from the last
+    bytes of the file before any directory entry is parsed: a directory of a million entries is refused
+    without building a million ``ZipInfo`` objects. None when there is no such record (not a zip)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - (1 << 16) - 22))
+        tail = fh.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            return None
+        count = struct.unpack("<H", tail[at + 10 : at + 12])[0]
+        locator = at - 20
+        if count == 0xFFFF and locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
+            (offset,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
+            if offset + 56 > size:
+                return None
+            fh.seek(offset)
+            record = fh.read(56)
+            if record[:4] != b"PK\x06\x06":
+                return None
+            (count,) = struct.unpack("<Q", record[32:40])
+        return int(count)
 
 
 @dataclass(frozen=True)
@@ -180,6 +218,9 @@ def inspect_zip(path: Path, *, max_total_bytes: int, what: str) -> list[ZipMembe
     """The members of a zip archive, refused when it could expand beyond ``max_total_bytes`` (the sum of
     the *declared* uncompressed sizes, which Python's zip reader never reads past), when a member's ratio
     marks a bomb, or when it uses encryption or an unusual compression."""
+    declared = zip_entry_count(path)
+    if declared is not None and declared > MAX_ZIP_MEMBERS:
+        raise Rejected(f"{what} has {declared} members; at most {MAX_ZIP_MEMBERS} are accepted")
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
@@ -228,12 +269,17 @@ def check_framing(path: Path, *, kind: str, max_total_bytes: int) -> str:
         raise Rejected(
             "not a checkpoint: upload a safetensors file or a torch.save'd state_dict (zip format)"
         )
-    if kind == "dataset" and fmt not in ("safetensors", "zip"):
-        raise Rejected("not a dataset file: upload .npz (numpy.savez) or safetensors")
+    if kind == "dataset" and fmt not in DATASET_FORMATS:
+        raise Rejected(
+            "not a dataset file: upload .npz (numpy.savez), safetensors, a table (CSV or Parquet), or "
+            "images in a zip or tar archive"
+        )
     if fmt == "safetensors":
         parse_safetensors_header(path)
         return fmt
-    what = "the checkpoint" if kind == "checkpoint" else "the .npz file"
+    if fmt in ("tar", "parquet", "csv"):  # their readers check them member by member / column by column
+        return fmt
+    what = "the checkpoint" if kind == "checkpoint" else "the zip archive"
     members = inspect_zip(path, max_total_bytes=max_total_bytes, what=what)
     if kind == "checkpoint":
         names = [m.name for m in members]

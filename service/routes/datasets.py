@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from service import budget, limits
+from service import budget, limits, raw_data
 from service.auth import DB, CurrentPrincipal
 from service.estimates import dataset_estimate
 from service.ids import new_id
@@ -26,7 +26,7 @@ from service.routes.common import (
 )
 from service.routes.resource_items import add_item_routes
 from service.schemas.common import ResourceStatus
-from service.schemas.datasets import DatasetCreate, DatasetPage, DatasetRead
+from service.schemas.datasets import IMAGE_PRESETS, DatasetCreate, DatasetPage, DatasetRead
 from service.submission import submit
 from service.views import dataset_read
 
@@ -46,6 +46,8 @@ async def create_dataset(
 ) -> JSONResponse:
     settings = settings_of(request)
     limits.check_dataset(body, settings)
+    if body.preset in IMAGE_PRESETS:
+        raw_data.check_image_preset(body.preset, settings)
     estimate = budget.enforce(dataset_estimate(body), settings)
 
     def build(session: Session) -> tuple[dict[str, Any], str, Job]:

@@ -140,13 +140,18 @@ _DATASET_FORM = _form_schema(
             "type": "string",
             "format": "binary",
             "description": ".npz or safetensors: x and y (+ split: 0/1/2), or x_train/y_train, x_val/y_val, "
-            "x_test/y_test",
+            "x_test/y_test; a table (CSV, Parquet) with a label column; or images in a zip or tar archive "
+            "([train|val|test/]<class>/<name>.png|jpg|jpeg|webp, masks at masks/<same path>.png)",
         },
         "blocks": {
             "type": "string",
-            "description": 'JSON list: {"name", "indices": [...]} or '
-            '{"name", "channels"/"rows"/"cols": [start, stop]}',
+            "description": 'JSON list: {"name", "indices": [...]}, {"name", "channels"/"rows"/"cols": '
+            '[start, stop]}, {"name", "columns": [...]} (tables) or {"name", "mask": "region"|"complement"}',
         },
+        "label": {"type": "string", "description": "a table's label column"},
+        "split_column": {"type": "string", "description": "a table's split column (train/val/test or 0/1/2)"},
+        "categorical": {"type": "string", "description": "JSON list of a table's columns to one-hot encode"},
+        "image_size": {"type": "string", "description": "H,W or [H, W] images are resized to"},
         "simple_blocks": {
             "type": "string",
             "description": "JSON list of block indices forming S (default [0])",
@@ -551,6 +556,11 @@ async def _upload_dataset(
             "name": body.name,
             "sha256": upload.sha256,
             "output": DATASET_NAME,
+            "label": body.label,
+            "split_column": body.split_column,
+            "categorical": body.categorical,
+            "image_size": body.image_size,
+            "max_input_size": settings.max_input_size,
         },
         upload=upload.directory / FILE_NAME,
         program=request.app.state.upload_validator,

@@ -178,6 +178,12 @@ class DatasetRead(ResourceRead):
     sizes: dict[str, int] | None = None
     rotated: bool | None = None
     seed: int | None = None
+    classes: list[str] | None = Field(
+        default=None, description="Class names of an uploaded image archive or table, in label order."
+    )
+    feature_names: list[str] | None = Field(
+        default=None, description="An uploaded table's features: its columns, one-hot ones as column=value."
+    )
 
 
 class DatasetPage(Page[DatasetRead]):

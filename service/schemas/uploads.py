@@ -8,7 +8,7 @@ any request body, so a 422 names the field (``body.architecture.width``, ``body.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -61,15 +61,29 @@ class ModelUpload(StrictModel):
         return self
 
 
+ColumnName = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
 class BlockDeclaration(StrictModel):
-    """A named feature block: ``indices`` (flattened input coordinates) for any input, or a box of
-    ``channels`` / ``rows`` / ``cols`` (half-open [start, stop); omitted = all) for (C, H, W) images."""
+    """A named feature block: ``indices`` (flattened input coordinates) for any input, a box of
+    ``channels`` / ``rows`` / ``cols`` (half-open [start, stop); omitted = all) for (C, H, W) images,
+    ``columns`` of a table (by name), or ``mask``: an image archive's per-example ``region`` (its masks'
+    non-zero pixels) or their ``complement``."""
 
     name: str = Field(min_length=1, max_length=100)
     indices: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1, max_length=1 << 22)
     channels: Range | None = None
     rows: Range | None = None
     cols: Range | None = None
+    columns: list[ColumnName] | None = Field(default=None, min_length=1, max_length=1 << 16)
+    mask: Literal["region", "complement"] | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _distinct_columns(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("must not repeat a column")
+        return value
 
     @field_validator("channels", "rows", "cols")
     @classmethod
@@ -81,9 +95,11 @@ class BlockDeclaration(StrictModel):
     @model_validator(mode="after")
     def _one_kind(self) -> BlockDeclaration:
         box = any(v is not None for v in (self.channels, self.rows, self.cols))
-        if (self.indices is None) == (not box):
+        kinds = [self.indices is not None, box, self.columns is not None, self.mask is not None]
+        if sum(kinds) != 1:
             raise ValueError(
-                "give either 'indices' or a box ('channels', 'rows', 'cols'), not both or neither"
+                "give exactly one of 'indices', a box ('channels', 'rows', 'cols'), 'columns' (a table's) "
+                "or 'mask' ('region' or 'complement')"
             )
         return self
 
@@ -95,6 +111,19 @@ class DatasetUpload(StrictModel):
     )
     num_classes: int | None = Field(default=None, ge=2, le=100_000, description="Default: largest label + 1.")
     name: str | None = Name
+    label: ColumnName | None = Field(default=None, description="A table's label column (CSV, Parquet).")
+    split_column: ColumnName | None = Field(
+        default=None, description="A table's column of train/val/test (or 0/1/2); default: all test."
+    )
+    categorical: list[ColumnName] | None = Field(
+        default=None, min_length=1, max_length=1 << 16, description="A table's columns to one-hot encode."
+    )
+    image_size: list[Annotated[int, Field(ge=1, le=1024)]] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="[H, W] every image of an archive is resized to (default: the first image's size).",
+    )
 
     @field_validator("blocks")
     @classmethod
@@ -119,8 +148,11 @@ class DatasetUpload(StrictModel):
 
 
 MODEL_FIELDS = ("architecture", "input_shape", "num_classes", "normalization", "dataset_id", "name")
-DATASET_FIELDS = ("blocks", "simple_blocks", "num_classes", "name")
-_JSON_FIELDS = {"architecture", "normalization", "blocks", "simple_blocks", "input_shape"}
+DATASET_FIELDS = (
+    "blocks", "simple_blocks", "num_classes", "name", "label", "split_column", "categorical", "image_size",
+)  # fmt: skip
+_JSON_FIELDS = {"architecture", "normalization", "blocks", "simple_blocks", "input_shape", "categorical"}
+_SHAPE_FIELDS = {"input_shape", "image_size"}
 _INT_FIELDS = {"num_classes"}
 
 
@@ -138,12 +170,13 @@ def decode_form(fields: dict[str, str]) -> dict[str, Any]:
         text = text.strip()
         if text == "":
             continue
-        if name == "input_shape" and not text.startswith("["):
+        if name in _SHAPE_FIELDS and not text.startswith("["):
             try:
                 out[name] = [int(part) for part in text.split(",")]
             except ValueError:
-                raise FormError(name, "must be a JSON list like [3, 32, 32], or 3,32,32") from None
-        elif name in _JSON_FIELDS:
+                example = "[3, 32, 32], or 3,32,32" if name == "input_shape" else "[32, 32], or 32,32"
+                raise FormError(name, f"must be a JSON list like {example}") from None
+        elif name in _JSON_FIELDS | _SHAPE_FIELDS:
             try:
                 out[name] = json.loads(text)
             except ValueError as exc:

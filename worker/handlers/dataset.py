@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.runner import HandlerResult, JobContext, OutputFile
+from worker.runner import HandlerResult, JobContext, JobError, OutputFile
 
 
 def bayes_summary(description: dict[str, Any]) -> dict[str, Any]:
@@ -27,10 +27,16 @@ def bayes_summary(description: dict[str, Any]) -> dict[str, Any]:
 
 def generate_dataset(ctx: JobContext) -> HandlerResult:
     from sbengine.data import build_dataset
+    from sbengine.data.images import RawDataMissing
 
     raw = ctx.settings.raw_data_dir or (ctx.settings.data_dir / "raw")
     ctx.report("generate", 0, 2)
-    dataset = build_dataset(ctx.params["request"], raw_data_dir=str(raw))
+    try:
+        dataset = build_dataset(
+            ctx.params["request"], raw_data_dir=str(raw), download=ctx.settings.download_raw_data
+        )
+    except RawDataMissing as exc:  # the API checks first; this is the files vanishing or a failed download
+        raise JobError(exc.public) from None
     ctx.report("save", 1, 2)
     out = ctx.scratch / "dataset"
     dataset.save(out)
