@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from sbengine.checks import CHECKS, CheckContext
-from sbengine.data.dataset import Dataset
+from sbengine.data.dataset import MASK_KIND, Dataset
 from sbengine.device import cpu_threads_for, resolve_device
 from sbengine.metrics import VerdictThresholds, randomization, verdict
 from sbengine.models.loading import is_differentiable
@@ -78,6 +78,18 @@ def run_audit(
         raise ValueError(
             f"the {', '.join(needs_gradients)} check needs gradients, which this model (run by onnxruntime, "
             "forward only) does not offer"
+        )
+    simple = dataset.simple_blocks if simple_blocks is None else simple_blocks
+    regions = [
+        dataset.blocks[b].name
+        for b in simple
+        if b < len(dataset.blocks) and dataset.blocks[b].kind == MASK_KIND
+    ]
+    needs_fixed = [c for c in checks if CHECKS[c].needs_fixed_blocks]
+    if needs_fixed and regions:
+        raise ValueError(
+            f"the {', '.join(needs_fixed)} check needs S as fixed coordinates, but S is a per-example region "
+            f"({', '.join(regions)})"
         )
     opts = check_options(checks, options)
     thresholds = VerdictThresholds.from_dict(verdict_thresholds)

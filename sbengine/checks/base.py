@@ -78,6 +78,8 @@ class Check:
     - ``needs_gradients``: the check backpropagates through the model (an attack), so it cannot run on a
       model that only offers forward passes.
     - ``needs_members``: the check compares an ensemble with its members and fails without them.
+    - ``needs_fixed_blocks``: the check works on S as a fixed set of coordinates (an attack confined to, or
+      measured on, S's columns), so S cannot be a per-example region (a mask block).
     """
 
     name: str
@@ -87,6 +89,7 @@ class Check:
     options: Mapping[str, Any] = field(default_factory=dict)
     needs_gradients: bool = False
     needs_members: bool = False
+    needs_fixed_blocks: bool = False
 
     def defaults(self) -> dict[str, Any]:
         """A fresh copy of the defaults (an option may be a list, which a merge must not share)."""

@@ -111,5 +111,11 @@ def report_section(p: dict[str, Any]) -> dict[str, Any]:
 
 
 CHECK = Check(
-    name="pgd", run=run, report_section=report_section, figures=figures, options=OPTIONS, needs_gradients=True
+    name="pgd",
+    run=run,
+    report_section=report_section,
+    figures=figures,
+    options=OPTIONS,
+    needs_gradients=True,
+    needs_fixed_blocks=True,
 )

@@ -96,5 +96,11 @@ def report_section(u: dict[str, Any]) -> dict[str, Any]:
 
 
 CHECK = Check(
-    name="uap", run=run, report_section=report_section, figures=figures, options=OPTIONS, needs_gradients=True
+    name="uap",
+    run=run,
+    report_section=report_section,
+    figures=figures,
+    options=OPTIONS,
+    needs_gradients=True,
+    needs_fixed_blocks=True,
 )

@@ -30,6 +30,7 @@ from service.routes.common import (
 from service.routes.resource_items import add_item_routes
 from service.schemas.audits import (
     NEEDS_ENSEMBLE,
+    NEEDS_FIXED_BLOCKS,
     NEEDS_GRADIENTS,
     OPTION_MODELS,
     AuditCreate,
@@ -64,12 +65,31 @@ def check_inputs(body: AuditCreate, model: Model, description: dict[str, Any]) -
             raise field_error(
                 f"body.simple_blocks.{i}", f"block {block} out of range (the dataset has {n_blocks})"
             )
+    check_fixed_blocks(body, description)
     sizes = description.get("sizes") or {}
     if body.split not in sizes:
         raise field_error("body.split", f"the dataset has no {body.split!r} split")
     for check, options in body.requested_options().items():
         for option, message in options.dataset_problems(sizes=sizes, num_classes=classes):
             raise field_error(f"body.options.{check}.{option}", message)
+
+
+def check_fixed_blocks(body: AuditCreate, description: dict[str, Any]) -> None:
+    """422 for an attack (pgd, uap) whose S is a per-example region: those checks confine or measure a
+    perturbation on S's fixed coordinates, which a mask block does not have (the job would fail later)."""
+    needing = [check for check in body.checks if check in NEEDS_FIXED_BLOCKS]
+    blocks = description.get("blocks") or []
+    simple = body.simple_blocks if body.simple_blocks is not None else description.get("simple_blocks") or []
+    regions = [
+        blocks[b].get("name", str(b)) for b in simple if b < len(blocks) and blocks[b].get("kind") == "mask"
+    ]
+    if needing and regions:
+        raise field_error(
+            "body.checks",
+            f"the {' and '.join(needing)} check{'s' if len(needing) > 1 else ''} need S as fixed "
+            f"coordinates, but S here is a per-example region ({', '.join(regions)}); randomization, "
+            "feature_dependence and generalization work on region blocks",
+        )
 
 
 def check_options(body: AuditCreate) -> None:

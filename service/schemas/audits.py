@@ -25,6 +25,8 @@ AUDIT_CHECKS: tuple[str, ...] = typing.get_args(CheckName)
 NEEDS_ENSEMBLE: frozenset[str] = frozenset({"ensemble"})
 # Checks that backpropagate through the model (the engine's ``Check.needs_gradients``).
 NEEDS_GRADIENTS: frozenset[str] = frozenset({"pgd", "uap"})
+# Checks that need S as fixed coordinates, not a per-example region (the engine's ``needs_fixed_blocks``).
+NEEDS_FIXED_BLOCKS: frozenset[str] = frozenset({"pgd", "uap"})
 Norm = Literal["l2", "linf"]
 # sbengine.attacks.LOSSES without "targeted", which needs target labels an audit does not have.
 PGDLoss = Literal["untargeted", "random_targeted", "plusone_targeted", "binary_targeted", "binary_hybrid"]

@@ -212,10 +212,11 @@ def test_library_and_onnx_lists_match_the_engine():
     from sbengine.models.library import REFUSED_OPTIONS, torchvision_models
     from sbengine.models.onnx_ops import SUPPORTED
     from service.schemas import architectures
-    from service.schemas.audits import NEEDS_GRADIENTS
+    from service.schemas.audits import NEEDS_FIXED_BLOCKS, NEEDS_GRADIENTS
 
     assert torchvision_models() == architectures.TORCHVISION_MODELS
     assert models.LIBRARY_REFUSED_OPTIONS == REFUSED_OPTIONS
     assert timm.__version__ == architectures.TIMM_VERSION
     assert set(architectures.ONNX_TORCH_OPERATORS) == SUPPORTED
     assert {name for name, check in CHECKS.items() if check.needs_gradients} == NEEDS_GRADIENTS
+    assert {name for name, check in CHECKS.items() if check.needs_fixed_blocks} == NEEDS_FIXED_BLOCKS

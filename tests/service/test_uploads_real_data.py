@@ -264,3 +264,23 @@ def test_mask_blocks_need_masks_and_masks_need_mask_blocks(client, auth, setting
         client, auth, settings, image_zip(small_images()), blocks=[{"name": "top", "rows": [0, 4]}]
     )
     assert "every block is a mask block" in body["detail"]
+
+
+def test_attacks_on_a_region_s_are_refused_at_submission(client, auth):
+    """pgd and uap confine or measure a perturbation on S's fixed coordinates: with S a per-example region
+    they are a 422 naming the checks and the region before anything is queued; the other checks are not."""
+    dataset = upload(client, auth, ROUTE, image_zip(small_images()), blocks=BACKGROUND).json()
+    model = client.post(
+        "/v1/models",
+        headers=auth,
+        json={"dataset_id": dataset["id"], "architecture": {"name": "fcn", "width": 8, "depth": 1}},
+    )
+    assert model.status_code == 202, model.text
+    audit = {"model_id": model.json()["id"], "simple_blocks": [0], "split": "train"}
+    body = problem(client.post("/v1/audits", headers=auth, json={**audit, "checks": ["pgd", "uap"]}), 422)
+    assert body["errors"][0]["field"] == "body.checks"
+    assert "pgd and uap checks need S as fixed" in body["errors"][0]["message"]
+    assert "per-example region (background)" in body["errors"][0]["message"]
+    assert client.get("/v1/audits", headers=auth).json()["data"] == []
+    ok = client.post("/v1/audits", headers=auth, json={**audit, "checks": ["randomization"]})
+    assert ok.status_code == 202, ok.text
