@@ -23,6 +23,9 @@ not exist yet (the one-element tensors involve no parallel region), so each job 
 heap is frozen (``gc.freeze()``), so that the collector in a job does not touch, and copy, the pages the
 jobs share.
 
+In the fork server it also stops the jobs from running the API process's main script again (see
+FORK_SERVER_MAIN_ENV in worker/local.py).
+
 A failure to warm up is logged and swallowed: a cold job process still works (it imports what it needs),
 while an exception here would take the fork server down with it and no job would start.
 """
@@ -31,6 +34,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import sys
 
 log = logging.getLogger("sbaudit.executor")
 
@@ -84,6 +89,16 @@ def _render_a_figure() -> None:
     to_png(plt, fig)
 
 
+def _adopt_main_path() -> None:
+    """In the fork server: take the API process's main script path as this process's ``__main__`` path, so
+    that the jobs forked from here do not run that script again (worker/local.py, FORK_SERVER_MAIN_ENV)."""
+    path = os.environ.pop("_SBAUDIT_FORK_SERVER_MAIN_PATH", None)
+    main = sys.modules.get("__main__")
+    if path and main is not None and getattr(main, "__file__", None) is None:
+        main.__file__ = path
+
+
+_adopt_main_path()
 try:
     warm_up()
 except Exception:

@@ -63,7 +63,8 @@ def test_the_fork_server_ignores_sigterm_and_the_server_keeps_its_handler(tmp_pa
 def test_job_processes_start_with_what_jobs_import_already_loaded(tmp_path):
     """A job process forked from the executor's fork server finds torch, the optimizer machinery that the
     first optimizer pulls in (torch._dynamo, sympy), sbengine, matplotlib and the handlers in sys.modules:
-    it imports none of them itself. Checked in a fresh interpreter, whose fork server is its own."""
+    it imports none of them itself, and it does not run the server's main script again (``sbaudit``'s
+    imports the client). Checked in a fresh interpreter running a script, whose fork server is its own."""
     probe = textwrap.dedent(
         """
         import json, sys
@@ -73,23 +74,32 @@ def test_job_processes_start_with_what_jobs_import_already_loaded(tmp_path):
         open(out, "w").write(json.dumps(loaded))
         """
     )
-    script = textwrap.dedent(
-        """
-        import json, sys
-        from service.settings import Settings
-        from worker.local import LocalExecutor
+    script = tmp_path / "server_main.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json, pathlib, sys
+            # Every run of this script, in whichever process, leaves a line.
+            with open(pathlib.Path(__file__).with_suffix(".runs"), "a") as runs:
+                runs.write(__name__ + "\\n")
 
-        executor = LocalExecutor(Settings(data_dir=sys.argv[1]), db=None)
-        executor._start_fork_server()
-        process = executor._mp.Process(target=exec, args=(sys.argv[2], {"out": sys.argv[3]}))
-        process.start()
-        process.join()
-        print(json.dumps({"exitcode": process.exitcode, "probe_imported_torch": "torch" in sys.modules}))
-        """
+            if __name__ == "__main__":
+                from service.settings import Settings
+                from worker.local import LocalExecutor
+
+                executor = LocalExecutor(Settings(data_dir=sys.argv[1]), db=None)
+                executor._start_fork_server()
+                process = executor._mp.Process(target=exec, args=(sys.argv[2], {"out": sys.argv[3]}))
+                process.start()
+                process.join()
+                imported = "torch" in sys.modules
+                print(json.dumps({"exitcode": process.exitcode, "probe_imported_torch": imported}))
+            """
+        )
     )
     out = tmp_path / "loaded.json"
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "data"), probe, str(out)],
+        [sys.executable, str(script), str(tmp_path / "data"), probe, str(out)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -98,6 +108,7 @@ def test_job_processes_start_with_what_jobs_import_already_loaded(tmp_path):
     assert json.loads(done.stdout.splitlines()[-1]) == {"exitcode": 0, "probe_imported_torch": False}
     loaded = json.loads(out.read_text())
     assert loaded == dict.fromkeys(loaded, True), f"not preloaded: {[n for n, v in loaded.items() if not v]}"
+    assert script.with_suffix(".runs").read_text().split() == ["__main__"], "a job ran the main script"
 
 
 class _Ended:
