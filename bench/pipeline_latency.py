@@ -32,6 +32,7 @@ niceness.
 
     .venv/bin/python bench/pipeline_latency.py --runs 5
     .venv/bin/python bench/pipeline_latency.py --runs 5 --follow events
+    .venv/bin/python bench/pipeline_latency.py --runs 5 --server-env SBAUDIT_PRELOAD_JOB_MODULES=false
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def run_engine(specs: dict[str, Any]) -> dict[str, Any]:
 class Server:
     """A fresh ``sbaudit serve`` with default settings on a free port, in a temporary data directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_env: dict[str, str]) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="sbaudit-bench-serve-")
         data_dir = Path(self.tmp.name) / "data"
         with socket.socket() as s:
@@ -211,6 +212,7 @@ class Server:
             port = s.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SBAUDIT_")}
         env.update(SBAUDIT_DATA_DIR=str(data_dir), SBAUDIT_LOG_LEVEL="warning", SBAUDIT_ACCESS_LOG="false")
+        env.update(extra_env)
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).with_name("sbaudit")), "serve", "--port", str(port)],
             env=env,
@@ -271,8 +273,8 @@ class Server:
         self.tmp.cleanup()
 
 
-def run_service(follow: str) -> dict[str, Any]:
-    server = Server()
+def run_service(follow: str, extra_env: dict[str, str]) -> dict[str, Any]:
+    server = Server(extra_env)
     try:
         server.settle()  # a user's server has been up a while before the first request
         headers = {"Authorization": f"Bearer {server.key}"}
@@ -348,15 +350,23 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--follow", choices=("longpoll", "events"), default="longpoll")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the server, e.g. SBAUDIT_PRELOAD_JOB_MODULES=false (default: none)",
+    )
     args = parser.parse_args()
+    server_env = dict(item.split("=", 1) for item in args.server_env)
     specs = engine_specs()
     ratios, cold_ratios, cpu_ratios, services, engines = [], [], [], [], []
     for run in range(args.runs):
         # Alternate which side goes first, so a neighbour's load falls on both alike.
         if run % 2:
-            service, engine = run_service(args.follow), run_engine(specs)
+            service, engine = run_service(args.follow, server_env), run_engine(specs)
         else:
-            engine, service = run_engine(specs), run_service(args.follow)
+            engine, service = run_engine(specs), run_service(args.follow, server_env)
         warm = engine["warm"]
         ratios.append(service["seconds"] / warm["seconds"])
         cold_ratios.append(service["seconds"] / engine["process_seconds"])
@@ -394,6 +404,7 @@ def main() -> None:
                 "bench": "pipeline_latency",
                 "summary": True,
                 "follow": args.follow,
+                "server_env": server_env,
                 "runs": args.runs,
                 "median_ratio": round(statistics.median(ratios), 3),
                 "ratio_min": round(min(ratios), 3),
