@@ -6,8 +6,8 @@ preload (worker/local.py) and a Celery worker's main process imports it before i
 seconds of CPU on it per job. It is never imported by the API process (that one must stay torch-free) and
 has no use elsewhere.
 
-What it loads is what a dataset, training or audit job would import on its own (about 2,400 modules,
-~4 s of CPU on a 2-core machine, measured with ``python -X importtime``):
+What it loads is what a dataset, training or audit job would import on its own (about 2,600 modules, 3.5 s
+of CPU on a 2-core machine for all of them; a job needed 1-2 s of CPU for its part):
 
 - torch, safetensors, sbengine's data, models, training, ensembles, checks, audit and plots, and the
   handlers and their inputs (worker/handlers, worker/inputs);

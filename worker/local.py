@@ -10,9 +10,10 @@ and the reaper re-queues the job (attempt + 1) to resume from its last checkpoin
 Job processes are forked from a *fork server*: a fresh interpreter the executor starts once, which imports
 what every job imports (worker/job_preload.py: torch, the optimizer machinery, sbengine, matplotlib, the
 handlers) and nothing else (it never touches CUDA, so each job initialises its own). A job then starts in
-milliseconds with all of it loaded; importing it took each job about 4 s of CPU on a 2-core machine, which
-also took that CPU from the API. When a job process ends, the executor tells the API (``on_job_end``),
-which answers the requests waiting for that job at once (service/job_ends.py).
+milliseconds with all of it loaded; importing what it needed took each job 1-2 s of CPU on a 2-core
+machine (the README's three jobs 4.4 s together), which also took that CPU from the API. When a job
+process ends, the executor tells the API (``on_job_end``), which answers the requests waiting for that job
+at once (service/job_ends.py).
 
 A job past its time limit stops at its next progress point (worker/runner.py); one stuck without progress
 points is killed SIGKILL at limit + SBAUDIT_JOB_TIME_LIMIT_GRACE_SECONDS and the reaper fails it. A canceled
