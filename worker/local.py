@@ -11,7 +11,7 @@ Job processes are forked from a *fork server*: a fresh interpreter the executor 
 what every job imports (worker/job_preload.py: torch, the optimizer machinery, sbengine, matplotlib, the
 handlers) and nothing else (it never touches CUDA, so each job initialises its own). A job then starts in
 milliseconds with all of it loaded; importing what it needed took each job 1-2 s of CPU on a 2-core
-machine (the README's three jobs 4.4 s together), which also took that CPU from the API. When a job
+machine (the README's three jobs 4-6 s together), which also took that CPU from the API. When a job
 process ends, the executor tells the API (``on_job_end``), which answers the requests waiting for that job
 at once (service/job_ends.py).
 
