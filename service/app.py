@@ -24,6 +24,7 @@ from service.auth import KeyCache, KeyLookup, UnknownKeys
 from service.body_limit import BodyLimitMiddleware
 from service.db import Database
 from service.dispatch import Executor, NoExecutor
+from service.job_ends import JobEnds
 from service.metrics import AppMetrics, MetricsMiddleware
 from service.ratelimit import RateLimitMiddleware, budgets
 from service.routes import (
@@ -52,10 +53,13 @@ def create_app(
     db: Database | None = None,
     executor: Executor | None = None,
     upload_validator: Sequence[str] | None = None,
+    job_ends: JobEnds | None = None,
 ) -> FastAPI:
     """The API. ``executor`` runs the jobs it queues (none: jobs wait for an external worker);
     ``upload_validator`` is the command of the program that checks uploaded files (none: uploads answer
-    503). Both come from the composition root (sbserver), so the service imports neither worker nor engine."""
+    503). Both come from the composition root (sbserver), so the service imports neither worker nor engine.
+    ``job_ends`` is what an executor in this process notifies when a job ends, so that requests waiting for
+    the job answer at once (service/job_ends.py)."""
     settings = settings or get_settings()
     db = db or Database.connect(settings.database_url)
     executor = executor or NoExecutor()
@@ -86,6 +90,7 @@ def create_app(
     app.state.usage_gate = quota.UsageGate()
     app.state.streams = caps.stream_slots(settings.max_streams_per_key)
     app.state.long_polls = caps.long_poll_slots(settings.max_long_polls_per_key)
+    app.state.job_ends = job_ends or JobEnds()
     app.state.clock = time.monotonic  # the rate limiter's clock; tests move it
     errors.install(app)
     # Before audits: /v1/audits/compare must not be read as GET /v1/audits/{audit_id}.

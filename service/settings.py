@@ -68,6 +68,9 @@ class Settings(BaseSettings):
 
     # Job execution.
     workers: int = Field(default=1, ge=1, le=256, description="Concurrent jobs of the local executor.")
+    # Job processes fork from a process that has imported what every job imports (worker/job_preload.py):
+    # the local executor's fork server, a Celery worker's main process. Off: each job imports it itself.
+    preload_job_modules: bool = True
     job_lease_seconds: float = Field(default=30.0, gt=0)
     job_max_attempts: int = Field(default=3, ge=1, le=100)
     progress_interval_seconds: float = Field(default=1.0, ge=0)

@@ -2,8 +2,10 @@
 
 ``sbaudit worker`` runs a Celery worker with prefetch 1, late acks and concurrency 1 (one job at a time
 per worker: run one worker per GPU). Each job runs in a fresh pool child (``max_tasks_per_child=1``)
-forked from a parent that never imported torch, so CUDA is initialised inside the job only and all its
-memory is returned when the job ends.
+forked from the worker's main process, which has imported what every job imports before its pool starts
+(:func:`preload_job_modules`, worker/job_preload.py) but never initialises CUDA: the job starts with torch
+and the engine loaded, CUDA is initialised inside the job only, and all the job's memory is returned when
+it ends.
 
 The database stays the source of truth: the task claims the job by compare-and-set, so a duplicate or
 late redelivery is a no-op, and we never rely on the broker's visibility timeout to recover a dead
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import queue
@@ -43,6 +46,7 @@ from worker.job_files import clean_up_ended_job
 log = logging.getLogger("sbaudit.celery")
 
 TASK_NAME = "sbaudit.run_job"
+JOB_PRELOAD_MODULE = "worker.job_preload"
 QUEUE = "sbaudit"
 # How long the main process waits for a pool child it killed to be gone before ending its job itself;
 # past it (a child stuck in the kernel) the job's lease runs out and the reaper ends it canceled.
@@ -56,6 +60,14 @@ def _db(settings: Settings) -> Database:
     if db is None or db.pid != os.getpid():
         db = _state["db"] = Database.connect(settings.database_url, pooled=False)
     return db
+
+
+def preload_job_modules() -> None:
+    """Import what every job imports into this process (a Celery worker's main process, before its pool
+    starts), so that each pool child forked from it starts warm. Never in the API process: its Celery
+    executor only sends job ids. Imported by name, as the handlers are, so that importing this module
+    imports no torch."""
+    importlib.import_module(JOB_PRELOAD_MODULE)
 
 
 def hard_time_limit(settings: Settings) -> int:

@@ -8,9 +8,12 @@ runs each in its own subprocess, at most
 and the reaper re-queues the job (attempt + 1) to resume from its last checkpoint.
 
 Job processes are forked from a *fork server*: a fresh interpreter the executor starts once, which imports
-torch, sbengine and the handlers and nothing else (it never touches CUDA, so each job initialises its own).
-A job then starts in milliseconds; a spawned interpreter spent about a second of CPU importing torch for
-every job, which on a small machine also took that CPU from the API.
+what every job imports (worker/job_preload.py: torch, the optimizer machinery, sbengine, matplotlib, the
+handlers) and nothing else (it never touches CUDA, so each job initialises its own). A job then starts in
+milliseconds with all of it loaded; importing what it needed took each job 1-2 s of CPU on a 2-core
+machine (the README's three jobs 4-6 s together), which also took that CPU from the API. When a job
+process ends, the executor tells the API (``on_job_end``), which answers the requests waiting for that job
+at once (service/job_ends.py).
 
 A job past its time limit stops at its next progress point (worker/runner.py); one stuck without progress
 points is killed SIGKILL at limit + SBAUDIT_JOB_TIME_LIMIT_GRACE_SECONDS and the reaper fails it. A canceled
@@ -29,10 +32,12 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
+import multiprocessing.spawn as spawn
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
@@ -50,13 +55,17 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 # Jobs run below the API's CPU priority: on a small machine a busy job should slow itself, not the requests.
 JOB_NICENESS = 10
 
-# What the fork server imports once, so that a job process starts in milliseconds instead of importing torch.
-JOB_PROCESS_PRELOAD = (
-    "worker.runner",
-    "worker.handlers.dataset",
-    "worker.handlers.train",
-    "worker.handlers.audit",
-)
+# What the fork server imports once, so that a job process starts with what every job imports (torch, the
+# optimizer machinery, sbengine, matplotlib, the handlers) already loaded: worker/job_preload.py. With
+# SBAUDIT_PRELOAD_JOB_MODULES=false only the runner, and each job imports the rest itself.
+JOB_PROCESS_PRELOAD = ("worker.job_preload",)
+COLD_PRELOAD = ("worker.runner",)
+# multiprocessing runs the parent's main script again in every child, so that functions defined there can be
+# unpickled (``sbaudit``'s imports the client: 0.15 s per job on a 2-core machine); CPython's fork server
+# never receives the path it would preload it from. Job processes need nothing from it, so the fork server
+# is told the path in this variable and adopts it as its own __main__'s (worker/job_preload.py): its
+# children then find the script "already run" and skip it.
+FORK_SERVER_MAIN_ENV = "_SBAUDIT_FORK_SERVER_MAIN_PATH"
 
 
 @dataclass
@@ -85,11 +94,19 @@ def _job_process(job_id: str, worker_id: str, settings_values: dict) -> None:
 
 
 class LocalExecutor:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, on_job_end: Callable[[str], None] | None = None
+    ) -> None:
+        """``on_job_end(job_id)`` is called from the poller's thread once a job's process has ended (it
+        recorded the result, if any, before): the API wakes the requests waiting for it
+        (service/job_ends.py)."""
         self.settings = settings
         self.db = db
+        self._on_job_end = on_job_end
         self._mp = multiprocessing.get_context("forkserver")
-        self._mp.set_forkserver_preload(list(JOB_PROCESS_PRELOAD))
+        self._mp.set_forkserver_preload(
+            list(JOB_PROCESS_PRELOAD if settings.preload_job_modules else COLD_PRELOAD)
+        )
         # Wake-ups for the poller: a byte in this pipe (a dispatch, a stop), or a job process ending (its
         # sentinel), whichever comes first; otherwise it looks again every poll_interval_seconds.
         self._wake_reader, self._wake_writer = os.pipe()
@@ -165,11 +182,15 @@ class LocalExecutor:
         main thread (elsewhere, as under a test client, the fork server starts on first use)."""
         if threading.current_thread() is not threading.main_thread():
             return
+        main_path = spawn.get_preparation_data("main").get("init_main_from_path")
+        if main_path and self.settings.preload_job_modules:
+            os.environ[FORK_SERVER_MAIN_ENV] = main_path  # the fork server inherits it at its start
         previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             multiprocessing.forkserver.ensure_running()
         finally:
             signal.signal(signal.SIGTERM, previous)
+            os.environ.pop(FORK_SERVER_MAIN_ENV, None)
 
     # --- the poller ---
 
@@ -251,9 +272,17 @@ class LocalExecutor:
                 continue
             running.process.join()
             del self._running[job_id]
-            if running.killed_for_cancel:
-                self._cancel_watch.end_killed(job_id, running.worker_id)
-            elif running.process.exitcode != 0:
-                log.error("job process for %s died (exit code %s)", job_id, running.process.exitcode)
-                jobstore.expire_lease(self.db, job_id=job_id, worker_id=running.worker_id)
-                self._last_reap = 0.0  # reap on this tick rather than in reaper_interval_seconds
+            self._job_ended(job_id, running)
+
+    def _job_ended(self, job_id: str, running: _Running) -> None:
+        if running.killed_for_cancel:
+            self._cancel_watch.end_killed(job_id, running.worker_id)
+        elif running.process.exitcode != 0:
+            log.error("job process for %s died (exit code %s)", job_id, running.process.exitcode)
+            jobstore.expire_lease(self.db, job_id=job_id, worker_id=running.worker_id)
+            self._last_reap = 0.0  # reap on this tick rather than in reaper_interval_seconds
+        if self._on_job_end is not None:
+            try:
+                self._on_job_end(job_id)
+            except Exception:
+                log.exception("telling the API that job %s ended failed", job_id)

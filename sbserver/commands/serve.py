@@ -66,14 +66,14 @@ def _draining_server_class():
     return DrainingServer
 
 
-def _executor(settings, db):
+def _executor(settings, db, job_ends):
     if settings.broker_url:
         from worker.celery_app import CeleryExecutor
 
         return CeleryExecutor(settings, db)
     from worker.local import LocalExecutor
 
-    return LocalExecutor(settings, db)
+    return LocalExecutor(settings, db, on_job_end=job_ends.notify)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.auth import ensure_admin_key
     from service.db import Database
+    from service.job_ends import JobEnds
     from worker.logs import configure_logging
 
     settings = load_settings(host=args.host, port=args.port)
@@ -134,8 +135,11 @@ def run(args: argparse.Namespace) -> int:
             "sbserver.asgi:create_app_from_env", factory=True, workers=settings.api_workers, **options
         )
         return 0
-    executor = _executor(settings, db)
-    app = create_app(settings, db=db, executor=executor, upload_validator=upload_validator_program())
+    job_ends = JobEnds()
+    executor = _executor(settings, db, job_ends)
+    app = create_app(
+        settings, db=db, executor=executor, upload_validator=upload_validator_program(), job_ends=job_ends
+    )
     settle_heap()
     server = _draining_server_class()(uvicorn.Config(app, **options), executor)
     server.run()

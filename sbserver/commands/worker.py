@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sbclient.cli.errors import CliError
     from sbserver.commands.common import load_settings, require_migrated
-    from worker.celery_app import QUEUE, make_celery
+    from worker.celery_app import QUEUE, make_celery, preload_job_modules
     from worker.logs import configure_logging
 
     settings = load_settings()
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         )
     require_migrated(settings)
     configure_logging(settings.log_level)
+    if settings.preload_job_modules:
+        preload_job_modules()  # before the pool starts: every pool child forks with it loaded
     app = make_celery(settings)
     app.worker_main(
         [

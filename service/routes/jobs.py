@@ -17,6 +17,7 @@ from service.caps import KeySlots
 from service.db import DATABASE_UNAVAILABLE
 from service.errors import Problem, not_found
 from service.ids import looks_like
+from service.job_ends import JobEnds
 from service.jobstore import TERMINAL_STATES, CancelConflict, cancel_job
 from service.models import Job
 from service.routes.common import (
@@ -101,10 +102,12 @@ async def get_job(
     if wait <= 0 or job.state in TERMINAL_STATES:
         return model_response(job)
     long_polls: KeySlots = request.app.state.long_polls
+    job_ends: JobEnds = request.app.state.job_ends
     with long_polls.hold(principal.key_id):
         deadline = time.monotonic() + wait
         while job.state not in TERMINAL_STATES and time.monotonic() < deadline:
-            await anyio.sleep(min(_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            # Woken at once when the job's process ends here (embedded mode); else the next interval.
+            await job_ends.sleep(job_id, min(_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
             if await request.is_disconnected():
                 break  # no one is waiting for the answer: give the slot back now
             job = await db.run_read(_read_job, principal, job_id)
@@ -156,11 +159,13 @@ async def job_event_stream(
     max_seconds: float,
     keepalive_seconds: float = KEEPALIVE_SECONDS,
     first: JobRead | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> AsyncIterator[str]:
     """The events of one job: ``job`` now and on every change, ``end`` after a terminal state.
 
     ``read`` returns the job, or None once it is gone (its resource was deleted): the stream then just
     closes. Past ``max_seconds`` it closes without ``end``; an EventSource reconnects and carries on.
+    Between reads it calls ``sleep(seconds)``, which may return early (the job ended).
     """
     started = last_sent = time.monotonic()
     yield "retry: 2000\n\n"
@@ -180,7 +185,7 @@ async def job_event_stream(
             yield ": keep-alive\n\n"
         if now - started >= max_seconds or await is_disconnected():
             return
-        await anyio.sleep(min(poll_seconds, max(0.0, started + max_seconds - now)))
+        await sleep(min(poll_seconds, max(0.0, started + max_seconds - now)))
         job = await read()
 
 
@@ -221,12 +226,18 @@ async def job_events(job_id: str, request: Request, principal: CurrentPrincipal,
             pass
         return last
 
+    job_ends: JobEnds = request.app.state.job_ends
+
+    async def sleep(seconds: float) -> None:
+        await job_ends.sleep(job_id, seconds)
+
     stream = job_event_stream(
         read,
         request.is_disconnected,
         poll_seconds=settings.poll_interval_seconds,
         max_seconds=settings.events_max_seconds,
         first=first,
+        sleep=sleep,
     )
     return _SlotStream(
         stream,

@@ -252,3 +252,24 @@ def test_listed_jobs_carry_the_eta_too(client, auth, db):
     jobstore.renew_lease(db, job_id=created["job_id"], worker_id="w1", lease_seconds=30, progress=0.5)
     (listed,) = client.get("/v1/jobs", headers=auth).json()["data"]
     assert listed["id"] == created["job_id"] and listed["eta_seconds"] is not None
+
+
+def test_the_stream_ends_when_told_the_job_ended(live_url, app, auth, db):
+    """With the re-read interval made an hour, only the executor's notification (embedded mode: the job's
+    process ended) gets the end of the job onto the stream."""
+    app.state.settings.poll_interval_seconds = 3600.0
+    job_id = _queue_dataset(live_url, auth)["job_id"]
+    with httpx.stream("GET", f"{live_url}/v1/jobs/{job_id}/events", headers=auth, timeout=30) as response:
+        events = read_events(response.iter_lines())
+        assert next(events) == ("retry", "2000")
+        assert next(events)[0] == "job"
+        deadline = time.monotonic() + 30
+        while app.state.job_ends.waiting() != 1:
+            assert time.monotonic() < deadline, "the stream never slept on the job"
+            time.sleep(0.01)
+        assert jobstore.claim_job(db, job_id=job_id, worker_id="w1", lease_seconds=30)
+        assert jobstore.end_job(db, job_id=job_id, worker_id="w1", state="failed", error="boom")
+        app.state.job_ends.notify(job_id)
+        name, data = next(events)
+        assert name == "job" and json.loads(data)["state"] == "failed"
+        assert next(events) == ("end", '{"state": "failed"}')
