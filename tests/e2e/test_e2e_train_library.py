@@ -1,8 +1,9 @@
 """Training torchvision and timm networks by name against a real `sbaudit serve`: POST /v1/models with
 ``{"name": "torchvision", "model": "resnet18"}`` or a timm model on an uploaded dataset of 3x40x40 images
 (neither side a multiple of 32) with three classes trains through the one training loop, and an audit of the
-trained model succeeds, budgeted on the figures the engine measured at submission. A network over the
-server's work budget is a 422 naming SBAUDIT_MAX_JOB_WORK, with nothing queued.
+trained model succeeds, budgeted on the figures the engine measured at submission; the same for a timm
+network on an image-folder archive of 28x28 garments with per-example masks (tests/real_data.py). A
+network over the server's work budget is a 422 naming SBAUDIT_MAX_JOB_WORK, with nothing queued.
 
 Tiny on purpose (2 CPU cores): 48 images, three updates, one randomization repeat.
 """
@@ -81,6 +82,32 @@ def test_a_library_network_trains_by_name_and_its_audit_succeeds(
         assert randomization["auc"] is None, "three classes: no ROC AUC"
         job = client.get(f"/v1/jobs/{audit['job_id']}").json()
         assert job["estimate"]["work"] > 0
+
+
+def test_a_timm_network_trains_on_an_image_folder_archive_with_masks(server, tmp_path):
+    from real_data import FASHION_DIR, fashion_archives
+
+    from sbclient import Client
+
+    if not FASHION_DIR.exists():
+        pytest.skip(f"Fashion-MNIST files not at {FASHION_DIR}")
+    images, masks = fashion_archives(n_train=24, n_test=12)
+    (tmp_path / "images.zip").write_bytes(images)
+    (tmp_path / "masks.zip").write_bytes(masks)
+    with Client(server.base_url, server.key) as sb:
+        dataset = sb.upload_dataset(
+            tmp_path / "images.zip",
+            masks=tmp_path / "masks.zip",
+            blocks=[{"name": "background", "mask": "complement"}, {"name": "garment", "mask": "region"}],
+        ).resource
+    assert dataset["input_shape"] == [3, 28, 28]
+    with server.client() as client:
+        architecture = {"name": "timm", "model": "test_resnet"}
+        body = {"dataset_id": dataset["id"], "architecture": architecture, "training": TRAINING, "seed": 2}
+        model = ready(client, "models", create(client, "/v1/models", body))
+        assert model["input_shape"] == [3, 28, 28] and model["num_classes"] == 2
+        audit = ready(client, "audits", create(client, "/v1/audits", {"model_id": model["id"], **AUDIT}))
+        assert 0.0 <= audit["results"]["randomization"]["auc"] <= 1.0
 
 
 def test_over_budget_and_unknown_networks_are_422s_and_nothing_is_queued(server, dataset_id):
