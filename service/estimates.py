@@ -137,6 +137,8 @@ def _architecture_fields(architecture: dict[str, Any]) -> tuple[str, ...]:
         "cnn1d": ("filters", "kernel", "layers"),
         "gru": ("hidden", "layers"),
         "lstm": ("hidden", "layers"),
+        "torchvision": ("model",),
+        "timm": ("model",),
     }.get(architecture.get("name", ""), ("name",))
     return tuple(f"body.architecture.{o}" for o in options)
 
@@ -150,12 +152,15 @@ def _optimizer_copies(training: dict[str, Any]) -> int:
 # --- train_model --------------------------------------------------------------------------------------
 
 
-def training_estimate(body: ModelCreate, description: dict[str, Any], settings: Settings) -> Estimate:
-    """train_model for ``body`` on the stored dataset ``description``."""
+def training_estimate(
+    body: ModelCreate, description: dict[str, Any], settings: Settings, measured: NetworkCost | None = None
+) -> Estimate:
+    """train_model for ``body`` on the stored dataset ``description``. ``measured``: one network's cost as
+    the engine measured it (service/measured_cost.py), for an architecture without a formula here."""
     arch = body.architecture.model_dump(mode="json")
     training = body.training.model_dump(mode="json")
     d, sizes = _features(description), _sizes(description)
-    cost = network_cost(
+    cost = measured or network_cost(
         arch, list(description.get("input_shape") or [d]), int(description.get("num_classes") or 2)
     )
     members, batch, stop = body.ensemble_size, body.training.batch_size, body.training.stop
@@ -202,8 +207,9 @@ def training_estimate(body: ModelCreate, description: dict[str, Any], settings: 
                  (*net, f"{adv}.eval_examples", "body.training.eval_every")),
         ]  # fmt: skip
     ensemble = f" × {members} members" if members > 1 else ""
+    named = f"{arch['name']} {arch['model']}" if "model" in arch else arch["name"]
     shape = (
-        f"{arch['name']} of {cost.parameters:,} parameters{ensemble} on {n_train} rows × {d} features, "
+        f"{named} of {cost.parameters:,} parameters{ensemble} on {n_train} rows × {d} features, "
         f"batch {batch}, up to {updates} updates"
     )
     return Estimate("this training job", shape, memory, work)
@@ -222,8 +228,9 @@ _FORMULAS = ("fcn", "cnn1d", "gru", "lstm", *VISION)
 
 def model_cost(row: Model) -> NetworkCost:
     """One member of a stored model. A model the service has no formula for (torchvision, timm, ONNX) was
-    measured by the upload validator (sbengine/models/cost.py) and keeps its figures in ``result.cost``; an
-    uploaded model's stored parameter count wins over the formula."""
+    measured by the upload validator (sbengine/models/cost.py), when uploaded or when its training was
+    submitted, and keeps its figures in ``result.cost``; an uploaded model's stored parameter count wins over
+    the formula."""
     measured = (row.result or {}).get("cost")
     if isinstance(measured, dict) and (row.architecture or {}).get("name") not in _FORMULAS:
         return NetworkCost(

@@ -1,5 +1,5 @@
-"""``python -m sbengine.uploads``: validate one uploaded checkpoint, ONNX graph or dataset, in a process of
-its own.
+"""``python -m sbengine.uploads``: validate one uploaded checkpoint, ONNX graph or dataset, or measure the
+cost of an architecture to be trained (architecture_cost.py), in a process of its own.
 
 Started by the API (service/uploads/validator.py, wired to this program by sbserver) with a JSON request on
 stdin; answers one JSON line on stdout: ``{"ok": true, "format": ..., ...}`` or
@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from sbengine.uploads.architecture_cost import measure_architecture
 from sbengine.uploads.checkpoints import check_checkpoint
 from sbengine.uploads.datasets import check_dataset
 from sbengine.uploads.formats import Rejected, check_framing
@@ -55,7 +56,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     try:  # the libraries first: failing to load them is the server's problem, not the file's
         import numpy  # noqa: F401
 
-        if request["kind"] in ("checkpoint", "onnx"):
+        if request["kind"] in ("checkpoint", "onnx", "architecture"):
             import safetensors.torch  # noqa: F401
             import torch  # noqa: F401
 
@@ -67,8 +68,10 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         return _unavailable(exc)
     try:
         kind = request["kind"]
-        if kind not in ("checkpoint", "dataset", "onnx"):
+        if kind not in ("checkpoint", "dataset", "onnx", "architecture"):
             raise ValueError(f"unknown request kind {kind!r}")
+        if kind == "architecture":  # no file: the network a training request names, at its dataset's shape
+            return {"ok": True, **measure_architecture(request)}
         if kind == "onnx":
             return {"ok": True, "format": "onnx", **check_onnx(request)}
         framing = check_framing(Path(request["path"]), kind=kind, max_total_bytes=request["max_bytes"])

@@ -55,7 +55,7 @@ def _listing() -> ArchitectureList:
                     name=name,
                     summary=_summary(schema),
                     input="image" if library or name in models.VISION_ARCHITECTURES else _INPUTS[name],
-                    trainable=not library,
+                    trainable=True,
                     options=options,
                     models=list(TORCHVISION_MODELS) if name == "torchvision" else None,
                     notes=(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
@@ -16,6 +18,8 @@ from service.estimates import training_estimate
 from service.ids import new_id
 from service.inputs import Pending, dataset_description, lock_waited, usable
 from service.jobstore import RESOURCE_STATUS, create_job
+from service.measured_cost import measured_cost
+from service.model_cost import NetworkCost
 from service.models import Dataset, Job, Model
 from service.routes.common import (
     INPUT_RESPONSES,
@@ -31,7 +35,15 @@ from service.routes.common import (
 from service.routes.resource_items import add_item_routes
 from service.schemas.audits import BINARY_LOSSES
 from service.schemas.common import ResourceStatus
-from service.schemas.models import VISION_ARCHITECTURES, ModelCreate, ModelPage, ModelRead
+from service.schemas.models import (
+    LIBRARIES,
+    VISION_ARCHITECTURES,
+    LibraryArchitecture,
+    ModelCreate,
+    ModelPage,
+    ModelRead,
+)
+from service.settings import Settings
 from service.submission import submit
 from service.views import model_read, stored_training
 
@@ -48,6 +60,11 @@ def check_fits(body: ModelCreate, input_shape: list[int]) -> None:
                 f"{arch.name} needs (3, H, W) images with H and W multiples of 32; the dataset's inputs are "
                 f"{tuple(input_shape)}",
             )
+    elif arch.name in LIBRARIES and len(input_shape) != 3:
+        raise field_error(
+            "body.architecture.name",
+            f"{arch.name} networks take (C, H, W) images; the dataset's inputs are {tuple(input_shape)}",
+        )
     elif arch.name in ("cnn1d", "gru", "lstm") and len(input_shape) != 1:
         raise field_error(
             "body.architecture.name", f"{arch.name} needs 1-D inputs; the dataset's are {tuple(input_shape)}"
@@ -73,6 +90,32 @@ def check_adversarial(body: ModelCreate, num_classes: int | None) -> None:
             )
 
 
+async def _library_cost(
+    request: Request, owner: str, body: ModelCreate, settings: Settings
+) -> NetworkCost | None:
+    """A torchvision or timm network, measured by the engine at the dataset's input shape and number of
+    classes (service/measured_cost.py) before the job is budgeted; ``None`` for the engine's own
+    architectures, which service/model_cost.py computes."""
+    if not isinstance(body.architecture, LibraryArchitecture):
+        return None
+
+    def dataset_shape() -> tuple[list[int], int]:
+        with request.app.state.db.read_session() as session:
+            dataset = get_owned(session, Dataset, "dataset", owner=owner, resource_id=body.dataset_id)
+            description = dataset_description(dataset)
+        return list(description.get("input_shape") or []), int(description.get("num_classes") or 2)
+
+    input_shape, num_classes = await anyio.to_thread.run_sync(dataset_shape)
+    check_fits(body, input_shape)
+    return await measured_cost(
+        body.architecture.model_dump(mode="json"),
+        input_shape,
+        num_classes,
+        program=request.app.state.upload_validator,
+        settings=settings,
+    )
+
+
 @router.post(
     "",
     status_code=202,
@@ -86,6 +129,7 @@ async def create_model(
 ) -> JSONResponse:
     settings = settings_of(request)
     limits.check_model(body, settings)
+    measured = await _library_cost(request, principal.owner, body, settings)
 
     def build(session: Session) -> tuple[dict[str, Any], str, Job]:
         dataset = get_owned(session, Dataset, "dataset", owner=principal.owner, resource_id=body.dataset_id)
@@ -97,7 +141,10 @@ async def create_model(
         num_classes = description.get("num_classes")
         check_fits(body, input_shape)
         check_adversarial(body, num_classes)
-        estimate = budget.enforce(training_estimate(body, description, settings), settings)
+        estimate = budget.enforce(training_estimate(body, description, settings, measured), settings)
+        # The figures the job was budgeted on stay with the model (result.cost), for the budgets of the
+        # audits that use it (service.estimates.model_cost); the worker keeps them in the final result.
+        cost = dataclasses.asdict(measured) if measured is not None else None
         row = Model(
             id=new_id("model"),
             owner=principal.owner,
@@ -108,6 +155,7 @@ async def create_model(
             seed=body.seed,
             input_shape=input_shape,
             num_classes=num_classes,
+            result={"cost": cost} if cost is not None else None,
         )
         waiting_for = lock_waited(session, pending)
         job = create_job(
@@ -122,6 +170,7 @@ async def create_model(
                 "training": body.training.model_dump(mode="json"),
                 "ensemble_size": body.ensemble_size,
                 "seed": row.seed,
+                **({"cost": cost} if cost is not None else {}),
             },
             max_attempts=settings.job_max_attempts,
             estimate=estimate,

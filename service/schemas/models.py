@@ -83,10 +83,11 @@ _OPTION_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 
 
 class LibraryArchitecture(StrictModel):
-    """A torchvision or timm image classifier by name, for (C, H, W) images of any size. Further keys are
-    keyword options of ``torchvision.models.get_model`` / ``timm.create_model`` (numbers, strings,
-    booleans; checked by the library when the upload validator builds the model). Weights always come from
-    the upload: options that would fetch weights are refused."""
+    """A torchvision or timm image classifier by name, for (C, H, W) images of any size and any number of
+    classes; trained from fresh weights (POST /v1/models) or loaded from an upload. Further keys are keyword
+    options of ``torchvision.models.get_model`` / ``timm.create_model`` (numbers, strings, booleans;
+    checked by the library when the engine builds the model, in the validator program at submission).
+    Pretrained weights are never fetched: options that would fetch or read weights are refused."""
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
@@ -200,16 +201,6 @@ class ModelCreate(StrictModel):
     )
     seed: int = Seed
     name: str | None = Name
-
-    @field_validator("architecture")
-    @classmethod
-    def _trainable(cls, value: Any) -> Any:
-        if isinstance(value, LibraryArchitecture):
-            raise ValueError(
-                f"{value.name} architectures are audited from your own weights: upload them with "
-                "POST /v1/models/uploads (training them here is not supported)"
-            )
-        return value
 
 
 class ModelRead(ResourceRead):

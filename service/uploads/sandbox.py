@@ -223,8 +223,9 @@ class Sandbox:
     confinement: Confinement
 
     @classmethod
-    def enter(cls, upload: Path, settings: Settings, interpreter: str = sys.executable) -> Sandbox:
-        """Move ``upload`` into a fresh directory and hand both to the validator's user."""
+    def enter(cls, upload: Path | None, settings: Settings, interpreter: str = sys.executable) -> Sandbox:
+        """Move ``upload`` into a fresh directory and hand both to the validator's user (no upload: a
+        request that reads no file, such as measuring an architecture, still gets its own directory)."""
         confined = confinement(settings, interpreter)
         root = sandboxes_root(settings)
         sweep_stale(root)
@@ -232,10 +233,11 @@ class Sandbox:
         directory.mkdir(mode=0o700)
         sandbox = cls(directory, confined)
         try:
-            shutil.move(upload, directory / FILE_NAME)
+            if upload is not None:
+                shutil.move(upload, directory / FILE_NAME)
             if confined.uid is not None and confined.gid is not None:
                 _close_to(settings.data_dir, confined.uid, confined.gid)
-                for path in (directory, directory / FILE_NAME):
+                for path in (directory, *([directory / FILE_NAME] if upload is not None else [])):
                     os.chown(path, confined.uid, confined.gid, follow_symlinks=False)
         except BaseException:
             sandbox.remove()

@@ -83,9 +83,10 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
 
 
 async def _run(
-    program: Sequence[str], request: dict[str, Any], settings: Settings, box: sandbox.Sandbox
+    program: Sequence[str], request: dict[str, Any], settings: Settings, box: sandbox.Sandbox, field: str
 ) -> dict[str, Any]:
     timeout = settings.upload_check_timeout_seconds
+    doing = "measuring the architecture" if request.get("kind") == "architecture" else "validating the file"
     limits = {
         "memory_bytes": settings.upload_check_memory_bytes,
         "cpu_seconds": int(timeout) + 5,
@@ -113,8 +114,9 @@ async def _run(
             out, err = await proc.communicate(payload)
     except TimeoutError:
         raise Rejected(
-            f"validating the file took longer than this server allows ({timeout:g} s, "
-            "SBAUDIT_UPLOAD_CHECK_TIMEOUT_SECONDS)"
+            f"{doing} took longer than this server allows ({timeout:g} s, "
+            "SBAUDIT_UPLOAD_CHECK_TIMEOUT_SECONDS)",
+            field=field,
         ) from None
     finally:
         _kill(proc)  # timed out, the request was cancelled (the client went away), or what it left running
@@ -130,8 +132,9 @@ async def _run(
     if not isinstance(answer, dict):
         log.warning("upload validator exited with %s: %s", proc.returncode, _tail(stderr))
         raise Rejected(
-            "the file could not be validated within this server's limits (the validator process ended "
-            f"abnormally, exit status {proc.returncode})"
+            f"{doing} did not finish within this server's limits (the validator process ended abnormally, "
+            f"exit status {proc.returncode})",
+            field=field,
         )
     if stderr.strip():
         level = logging.WARNING if int(answer.get("status") or 0) >= 500 else logging.INFO
@@ -141,12 +144,19 @@ async def _run(
 
 @asynccontextmanager
 async def validated(
-    request: dict[str, Any], *, upload: Path, program: Sequence[str] | None, settings: Settings
+    request: dict[str, Any],
+    *,
+    upload: Path | None,
+    program: Sequence[str] | None,
+    settings: Settings,
+    field: str = "body.file",
 ) -> AsyncIterator[tuple[dict[str, Any], Path]]:
-    """Run the validator on the file ``upload`` (moved into a sandbox) with ``request``, whose output paths
-    are relative to the sandbox's directory. Yields the answer, when the validator accepted the file, and that
-    directory, which is removed on leaving. Raises :class:`Rejected` (client errors) or :class:`Problem` 503
-    (no validator program, one that cannot start, or every validator slot busy)."""
+    """Run the validator on the file ``upload`` (moved into a sandbox; ``None`` for a request that reads no
+    file) with ``request``, whose output paths are relative to the sandbox's directory. Yields the answer,
+    when the validator accepted the request, and that directory, which is removed on leaving. Raises
+    :class:`Rejected` (client errors) or :class:`Problem` 503 (no validator program, one that cannot start,
+    or every validator slot busy). ``field`` is what a rejection the program did not explain (a timeout, a
+    crash) is laid on."""
     if not program:
         raise Problem(503, "this server was started without an upload validator", slug="no-validator")
     slots = _slots_for(settings)
@@ -163,14 +173,14 @@ async def validated(
     try:
         try:
             box = await anyio.to_thread.run_sync(sandbox.Sandbox.enter, upload, settings, program[0])
-            answer = await _run(program, request, settings, box)
+            answer = await _run(program, request, settings, box, field)
         finally:
             slots.release()
         if not answer.get("ok"):
             raise Rejected(
                 answer.get("detail") or "the file was refused",
                 status=int(answer.get("status", 422)),
-                field=answer.get("field") or "body.file",
+                field=answer.get("field") or field,
                 **(answer.get("extra") or {}),
             )
         await anyio.to_thread.run_sync(box.claim_outputs)

@@ -232,5 +232,5 @@ def test_a_scikit_learn_model_runs_forward_only_and_refuses_gradient_checks(embe
         listing = client.get("/v1/architectures").json()["data"]
         names = {entry["name"]: entry for entry in listing}
         assert {"fcn", "resnet18", "torchvision", "timm", "onnx"} <= set(names)
-        assert "resnet18" in names["torchvision"]["models"] and names["timm"]["trainable"] is False
+        assert "resnet18" in names["torchvision"]["models"] and names["timm"]["trainable"] is True
         assert "Conv" in names["onnx"]["models"] and "width" in names["fcn"]["options"]

@@ -166,8 +166,8 @@ def test_files_that_are_not_graphs_are_refused(client, auth, settings):
 
 
 def test_models_without_a_formula_are_budgeted_on_their_measured_cost(client, auth):
-    """The validator measures what the service cannot compute without torch; audits are budgeted on it,
-    and library architectures are upload-only (422 naming the field, not a 500 from a missing formula)."""
+    """The validator measures what the service cannot compute without torch; audits are budgeted on it
+    (training a library architecture by name: tests/service/test_train_library.py)."""
     from service.estimates import model_cost
     from service.models import Model
 
@@ -183,12 +183,6 @@ def test_models_without_a_formula_are_budgeted_on_their_measured_cost(client, au
     row = Model(architecture=response.json()["architecture"], input_shape=[6], num_classes=2,
                 result=response.json()["result"])  # fmt: skip
     assert model_cost(row).macs == 12 and model_cost(row).parameters == 14
-    trained = client.post(
-        "/v1/models", headers=auth,
-        json={"dataset_id": "ds_x", "architecture": {"name": "torchvision", "model": "resnet18"}},
-    )  # fmt: skip
-    assert trained.status_code == 422 and "body.architecture" in trained.text
-    assert "POST /v1/models/uploads" in trained.text
 
 
 def test_normalization_must_fit_the_graphs_own_input_shape(client, auth, settings):

@@ -40,6 +40,8 @@ def train_model(ctx: JobContext) -> HandlerResult:
     history_file.write_text(json.dumps(jsonable(history), allow_nan=False))
     files.append(OutputFile("history", history_file, "application/json", f"{rid}-history.json"))
     files.append(_curves(ctx, history if size == 1 else mean_history(history), curves_title))
+    if "cost" in params:  # torchvision/timm: the figures it was budgeted on, for its audits' budgets
+        result["cost"] = params["cost"]
     return HandlerResult(
         files=files,
         fields={
