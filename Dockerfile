@@ -23,19 +23,22 @@ WORKDIR /app
 ARG TORCH_REQUIREMENTS="torch==2.14.1 torchvision==0.29.1"
 RUN pip install $TORCH_REQUIREMENTS
 
-# The other dependencies next: source edits do not reinstall them.
-COPY pyproject.toml README.md ./
+# The other dependencies next: source edits do not reinstall them (nor README edits: an empty stand-in
+# README.md satisfies the metadata here; the real one comes with the sources).
+COPY pyproject.toml ./
 RUN mkdir -p sbengine service worker sbclient sbserver \
     && touch sbengine/__init__.py service/__init__.py worker/__init__.py sbclient/__init__.py sbserver/__init__.py \
+       README.md \
     && pip install '.[server,mlflow]' \
     && pip uninstall -y sbaudit \
-    && rm -rf sbengine service worker sbclient sbserver build
+    && rm -rf sbengine service worker sbclient sbserver build README.md
 
 COPY sbengine ./sbengine
 COPY service ./service
 COPY worker ./worker
 COPY sbclient ./sbclient
 COPY sbserver ./sbserver
+COPY README.md ./
 RUN pip install --no-deps . && rm -rf build
 
 # `sbaudit migrate` finds migrations/ in the working directory.
