@@ -100,7 +100,7 @@ log "docker compose up -d --build (API on 127.0.0.1:$SBAUDIT_API_PORT)"
 nice -n 10 docker compose build
 log "built; image sizes:"
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^(sbaudit|sbaudit-standin/[a-z]+):' | sort -u >&2 || true
-timeout 600 docker compose up -d --build
+timeout 600 docker compose up -d --build --wait
 log "up; checking over HTTP"
 "$PYTHON" docker/compose_check.py "http://127.0.0.1:$SBAUDIT_API_PORT"
 log "all compose checks passed"

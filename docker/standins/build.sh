@@ -2,7 +2,7 @@
 # Builds local stand-ins for the three base images from Debian packages, for hosts that cannot pull them
 # (no Docker Hub, no mirror): a debootstrap'd Debian root imported as sbaudit-standin/debian:<suite>, then
 # sbaudit-standin/python:3.11, sbaudit-standin/postgres:15 and sbaudit-standin/redis:7. Prints the three
-# variables that point the build and docker-compose.yml at them. Images already present are reused.
+# variables that point the build and docker-compose.yml at them. The Debian root is made once and reused.
 #   DEBIAN_SUITE (bookworm), DEBIAN_MIRROR (http://deb.debian.org/debian)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,11 +23,9 @@ if ! have "$debian"; then
   tar -C "$root" -c . | docker import - "$debian" >&2
 fi
 
-build() {  # tag dir
-  if ! have "$1"; then
-    echo "standins: building $1" >&2
-    nice -n 10 docker build -q --build-arg "DEBIAN_IMAGE=$debian" -t "$1" "$2" >&2
-  fi
+build() {  # tag dir: always built, so an edited Dockerfile takes effect (unchanged: from the cache, seconds)
+  echo "standins: building $1" >&2
+  nice -n 10 docker build -q --build-arg "DEBIAN_IMAGE=$debian" -t "$1" "$2" >&2
 }
 # The python stand-in trusts the host's extra CA certificates (a TLS-inspecting proxy's) so that pip inside
 # the build reaches the package index the way the host does.

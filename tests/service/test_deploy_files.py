@@ -62,12 +62,21 @@ def test_base_images_and_package_index_are_configurable_with_the_usual_defaults(
     services = compose["services"]
     assert services["postgres"]["image"] == "${SBAUDIT_POSTGRES_IMAGE:-postgres:16-alpine}"
     assert services["redis"]["image"] == "${SBAUDIT_REDIS_IMAGE:-redis:7-alpine}"
+    build = services["migrate"]["build"]
+    assert build["context"] == "."
+    assert build["args"]["PYTHON_IMAGE"] == "${SBAUDIT_PYTHON_IMAGE:-python:3.11-slim}"
+    assert build["args"]["PIP_INDEX_URL"] == "${SBAUDIT_PIP_INDEX_URL:-https://pypi.org/simple}"
+
+
+def test_one_build_serves_migrate_api_and_worker(compose):
+    """Built once (by migrate), so all three run one image id and a later `up` recreates nothing; api and
+    worker never try to pull it from a registry."""
+    services = compose["services"]
     for name in ("migrate", "api", "worker"):
-        build = services[name]["build"]
-        assert build["context"] == "."
-        assert build["args"]["PYTHON_IMAGE"] == "${SBAUDIT_PYTHON_IMAGE:-python:3.11-slim}"
-        assert build["args"]["PIP_INDEX_URL"] == "${SBAUDIT_PIP_INDEX_URL:-https://pypi.org/simple}"
-        assert services[name]["image"] == "sbaudit:latest"
+        assert services[name]["image"] == "sbaudit:latest", name
+    for name in ("api", "worker"):
+        assert "build" not in services[name] and services[name]["pull_policy"] == "never", name
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_the_dockerfile_installs_the_torch_pyproject_pins():

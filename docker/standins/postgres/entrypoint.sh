@@ -5,7 +5,8 @@ if [ "$(id -u)" = 0 ]; then
   mkdir -p "$PGDATA" /var/run/postgresql
   chown postgres:postgres "$PGDATA" /var/run/postgresql
   chmod 700 "$PGDATA"
-  exec runuser -u postgres -- "$0" "$@"
+  # setpriv execs (runuser would stay as PID 1 and not pass docker stop's SIGINT on).
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
 user=${POSTGRES_USER:-postgres}
 db=${POSTGRES_DB:-$user}
