@@ -13,8 +13,10 @@ debian=sbaudit-standin/debian:$suite
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
 if ! have "$debian"; then
-  command -v debootstrap >/dev/null || apt-get install -y --no-install-recommends debootstrap \
-    || { apt-get update && apt-get install -y --no-install-recommends debootstrap; }
+  if ! command -v debootstrap >/dev/null; then
+    apt-get install -y --no-install-recommends debootstrap || apt-get update
+    command -v debootstrap >/dev/null || apt-get install -y --no-install-recommends debootstrap
+  fi
   root=$(mktemp -d)
   trap 'rm -rf "$root"' EXIT
   echo "standins: debootstrap $suite" >&2
