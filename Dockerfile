@@ -1,26 +1,44 @@
 # sbaudit: one image for the API (`sbaudit serve`), the workers (`sbaudit worker`) and `sbaudit migrate`.
-FROM python:3.11-slim
+#
+# Build arguments (docs/operations.md, "Base images and package mirrors"):
+#   PYTHON_IMAGE         the Python 3.11 base (default python:3.11-slim; e.g. your registry mirror's copy)
+#   PIP_INDEX_URL        where pip finds packages (default PyPI); PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST too
+#   TORCH_REQUIREMENTS   the engine's torch and torchvision (kept equal to pyproject.toml's pins by the tests)
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_EXTRA_INDEX_URL=
+ARG PIP_TRUSTED_HOST=
+
 WORKDIR /app
 
-# Dependencies first, in their own layer: source edits do not reinstall torch.
-COPY pyproject.toml README.md ./
+# torch first, in a layer of its own that depends on nothing of the project's: editing pyproject.toml or the
+# sources does not download and install it again (about 5 GB with its CUDA libraries).
+ARG TORCH_REQUIREMENTS="torch==2.14.1 torchvision==0.29.1"
+RUN pip install $TORCH_REQUIREMENTS
+
+# The other dependencies next: source edits do not reinstall them (nor README edits: an empty stand-in
+# README.md satisfies the metadata here; the real one comes with the sources).
+COPY pyproject.toml ./
 RUN mkdir -p sbengine service worker sbclient sbserver \
     && touch sbengine/__init__.py service/__init__.py worker/__init__.py sbclient/__init__.py sbserver/__init__.py \
+       README.md \
     && pip install '.[server,mlflow]' \
     && pip uninstall -y sbaudit \
-    && rm -rf sbengine service worker sbclient sbserver build
+    && rm -rf sbengine service worker sbclient sbserver build README.md
 
 COPY sbengine ./sbengine
 COPY service ./service
 COPY worker ./worker
 COPY sbclient ./sbclient
 COPY sbserver ./sbserver
+COPY README.md ./
 RUN pip install --no-deps . && rm -rf build
 
 # `sbaudit migrate` finds migrations/ in the working directory.

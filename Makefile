@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test fuzz lint bench serve clean
+.PHONY: test fuzz lint bench serve clean compose-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m mypy
+
+# The shipped docker-compose.yml built, brought up and checked over HTTP, then `docker compose down -v`
+# (docker/compose-test.sh). Installs Docker and Compose v2 from Debian packages where missing: run as root.
+compose-test: $(STAMP)
+	PYTHON=$(BIN)/python docker/compose-test.sh
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

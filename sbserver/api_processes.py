@@ -7,19 +7,30 @@ at once) often landed on one process while the other idled, halving throughput f
 connected (BENCHMARKS.md). The parent only supervises: it holds the port (bound, not listening, so it
 never receives a connection), restarts a process that dies, and on SIGINT or SIGTERM asks each to shut
 down gracefully and waits for them.
+
+Their Prometheus figures are shared: the parent gives them one PROMETHEUS_MULTIPROC_DIR (the operator's,
+emptied at start, or a private temporary one), so /metrics counts the requests of every process
+(service/metrics.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from uvicorn.config import STARTUP_FAILURE
+
+from service.metrics import MULTIPROCESS_DIR_ENV
 
 log = logging.getLogger("sbaudit.serve")
 
@@ -51,8 +62,35 @@ def _serve_one(options: dict[str, Any]) -> None:
         raise SystemExit(STARTUP_FAILURE)
 
 
+@contextlib.contextmanager
+def shared_metrics_dir() -> Iterator[Path]:
+    """The directory the API processes write their Prometheus figures to, in the environment they inherit:
+    PROMETHEUS_MULTIPROC_DIR when set (emptied of an earlier run's files first), else a temporary directory
+    removed at the end."""
+    given = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="sbaudit-metrics-"))
+    os.environ[MULTIPROCESS_DIR_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def serve(options: dict[str, Any], processes: int, *, grace_seconds: float) -> int:
     """Run ``processes`` API processes until SIGINT or SIGTERM; the exit status of ``sbaudit serve``."""
+    with shared_metrics_dir():
+        return _serve(options, processes, grace_seconds=grace_seconds)
+
+
+def _serve(options: dict[str, Any], processes: int, *, grace_seconds: float) -> int:
     context = multiprocessing.get_context("spawn")  # fresh interpreters: they inherit only the environment
     holder = _bind(options["host"], options["port"])  # the port stays ours while a process restarts
     stopping = threading.Event()

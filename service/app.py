@@ -8,6 +8,8 @@ The client address every part of the app sees (``scope["client"]``: the rate lim
 peer's, unless the peer is a trusted proxy (SBAUDIT_FORWARDED_ALLOW_IPS): then it is the client that proxy
 names in X-Forwarded-For. uvicorn's ProxyHeadersMiddleware does that here, in the app, so it holds under any
 server and in-process tests; `sbaudit serve` turns uvicorn's own copy of it off, so the header is read once.
+
+/docs and /redoc need no network: their assets are served by the app (fastapi-offline).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from service import caps, errors, quota
@@ -73,7 +76,9 @@ def create_app(
             executor.stop()
             await db.close_loop_engine()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts and styles from the app itself (fastapi-offline ships
+    # them, under /static-offline-docs), not from a CDN: they render on a host with no Internet access.
+    app = FastAPIOffline(
         title="sbaudit",
         version=API_VERSION,
         summary="Audit neural networks for simplicity bias.",

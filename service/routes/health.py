@@ -72,6 +72,6 @@ async def readyz(request: Request) -> JSONResponse:
     responses={200: {"content": {"text/plain": {}}, "description": "The Prometheus text format."}},
 )
 async def metrics(request: Request) -> Response:
-    registry = request.app.state.metrics.registry
+    registry = request.app.state.metrics.exposed
     payload = await anyio.to_thread.run_sync(generate_latest, registry)
     return Response(payload, media_type=CONTENT_TYPE_LATEST)

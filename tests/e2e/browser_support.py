@@ -27,7 +27,16 @@ def require_browser() -> None:
     pytest.skip(message)
 
 
-def chrome(width: int = 1280, height: int = 2000):
+# The network cut: every request that is not to the loopback server goes to a proxy that is not there (port 9,
+# discard, nothing listens), and no host name resolves. Chromium never proxies loopback addresses.
+OFFLINE_ARGS = (
+    "--proxy-server=http://127.0.0.1:9",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+)
+
+
+def chrome(width: int = 1280, height: int = 2000, *, offline: bool = False):
+    """Headless Chromium; ``offline``: only the loopback address is reachable (OFFLINE_ARGS)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -39,7 +48,7 @@ def chrome(width: int = 1280, height: int = 2000):
         "--disable-gpu",
         f"--window-size={width},{height}",
         "--hide-scrollbars",
-    )
+    ) + (OFFLINE_ARGS if offline else ())
     for arg in args:
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)

@@ -4,6 +4,7 @@ A dataset, a model and an audit with the randomization, feature-dependence, PGD 
 over HTTP; then the browser logs in through the form, finds the audit on /ui, loads its report (every image
 decoded, a full-page screenshot saved) and watches job pages: a finished one, and a live training job that
 must reach its terminal state on the page without a reload (event stream, or polling as a fallback).
+/docs and /redoc render with the network cut (only the server reachable): their assets are served by the app.
 Without Chromium/chromedriver the tests skip with the reason, unless CI is set.
 """
 
@@ -129,3 +130,47 @@ def test_a_job_page_without_event_stream_polls(browser, embedded, finished):
         )
     modes = {mode for _, _, mode in seen}
     assert "live (polling every 2 s)" in modes and "live (event stream)" not in modes, seen
+
+
+# A CDN copy of the Swagger UI script: reachable online, and what /docs would load without fastapi-offline.
+CDN_SCRIPT = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
+
+
+@pytest.fixture(scope="module")
+def offline_browser() -> Iterator:
+    require_browser()
+    driver = chrome(offline=True)
+    yield driver
+    driver.quit()
+
+
+def test_api_docs_render_with_the_network_cut(offline_browser, embedded):
+    """/docs (Swagger UI) and /redoc render their operations with nothing but the server reachable."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = offline_browser
+    driver.get(embedded.base_url + "/docs")
+    # The cut holds: the page cannot fetch the CDN copy of its own script.
+    outcome = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0], {mode: 'no-cors'}).then(() => done('loaded'), e => done('failed: ' + e));",
+        CDN_SCRIPT,
+    )
+    assert outcome.startswith("failed"), outcome
+
+    WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock"))
+    assert "sbaudit" in driver.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    paths = {e.text for e in driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert "/v1/audits" in paths and "/v1/datasets" in paths, sorted(paths)
+    sources = driver.execute_script("return Array.from(document.scripts).map(s => s.src).filter(Boolean);")
+    assert sources and all(s.startswith(embedded.base_url) for s in sources), sources
+
+    driver.get(embedded.base_url + "/redoc")
+    WebDriverWait(driver, 30).until(
+        lambda d: (
+            "/v1/audits" in d.find_element(By.TAG_NAME, "body").text
+            and d.find_elements(By.CSS_SELECTOR, "[role=menuitem], .menu-content li")
+        )
+    )
+    assert "sbaudit" in driver.find_element(By.CSS_SELECTOR, "h1").text

@@ -1,14 +1,17 @@
 """Scaled mode with several API processes (SBAUDIT_API_WORKERS): each builds the app from the environment,
 listens on a socket of its own (SO_REUSEPORT) and shares PostgreSQL and Redis; a job created through one is
-finished by a `sbaudit worker`; one that dies is replaced."""
+finished by a `sbaudit worker`; one that dies is replaced. /metrics adds up the requests of every process,
+those of the one that died included."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
 
+import httpx
 from e2e_flows import TINY_LMS5, create, ready
 from e2e_support import private_database, start_server
 
@@ -28,6 +31,15 @@ def _api_processes(parent: int) -> list[int]:
         except FileNotFoundError:  # reaped since the list was read
             pass
     return found
+
+
+def _healthz_count(base_url: str) -> float:
+    """sbaudit_http_requests_total for GET /healthz, as one scrape (new connection) of /metrics reports it."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    found = re.search(
+        r'^sbaudit_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)$', text, re.M
+    )
+    return float(found.group(1)) if found else 0.0
 
 
 def _eventually(check, timeout: float = 60) -> None:
@@ -54,6 +66,19 @@ def _serve_with_two_processes(tmp_path, database_url: str, redis_url: str) -> No
             statuses = {client.get(f"/v1/datasets/{dataset['id']}").status_code for _ in range(40)}
             assert statuses == {200}
             assert client.get("/readyz").json()["status"] == "ready"
+            metrics = client.get("/metrics").text
+        # The dataset job ran in the worker: its run time is in the histogram, read from the database.
+        assert re.search(
+            r'^sbaudit_job_duration_seconds_count\{kind="generate_dataset",outcome="succeeded"\} 1\.0$',
+            metrics,
+            re.M,
+        ), metrics
+
+        # 30 requests on 30 connections: the kernel spreads them over both processes, and every scrape, which
+        # ever process answers it, counts all 30.
+        for _ in range(30):
+            assert httpx.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
+        assert [_healthz_count(server.base_url) for _ in range(6)] == [30.0] * 6
 
         port = int(server.base_url.rsplit(":", 1)[1])
         processes = _api_processes(server.proc.process.pid)
@@ -68,6 +93,7 @@ def _serve_with_two_processes(tmp_path, database_url: str, redis_url: str) -> No
         with server.client() as client:
             assert client.get(f"/v1/datasets/{dataset['id']}").status_code == 200
         assert "starting another" in server.proc.output()
+        assert _healthz_count(server.base_url) == 30.0, "the killed process' requests are still counted"
     finally:
         for worker in server.workers:
             worker.stop()

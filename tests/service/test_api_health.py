@@ -34,6 +34,43 @@ def test_metrics_count_requests_by_route_and_jobs_by_state(client, auth):
     assert "sbaudit_http_request_duration_seconds_bucket" in text
 
 
+def test_metrics_job_duration_histogram_by_kind_and_outcome(client, db):
+    from datetime import timedelta
+
+    from service.models import Job, utcnow
+
+    start = utcnow()
+    runs = [("train", "succeeded", 3.0), ("train", "succeeded", 40.0), ("train", "failed", 700.0),
+            ("audit", "succeeded", 0.5), ("audit", "running", None), ("audit", "canceled", None)]  # fmt: skip
+    with db.write_session() as session:
+        for number, (kind, state, seconds) in enumerate(runs):
+            started = start if seconds is not None or state == "running" else None
+            finished = start + timedelta(seconds=seconds) if seconds is not None else None
+            session.add(Job(
+                id=f"job_{number:016d}", owner="alice", kind=kind, state=state, resource_type="model",
+                resource_id=f"m_{number}", params={}, started_at=started, finished_at=finished))  # fmt: skip
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (sample.name, sample.labels["kind"], sample.labels["outcome"], sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        if family.name == "sbaudit_job_duration_seconds"
+        for sample in family.samples
+    }
+    bucket = "sbaudit_job_duration_seconds_bucket"
+    assert samples[(bucket, "train", "succeeded", "1.0")] == 0
+    assert samples[(bucket, "train", "succeeded", "5.0")] == 1
+    assert samples[(bucket, "train", "succeeded", "60.0")] == 2
+    assert samples[(bucket, "train", "succeeded", "+Inf")] == 2
+    assert samples[("sbaudit_job_duration_seconds_count", "train", "succeeded", None)] == 2
+    assert abs(samples[("sbaudit_job_duration_seconds_sum", "train", "succeeded", None)] - 43.0) < 0.01
+    assert samples[(bucket, "train", "failed", "600.0")] == 0
+    assert samples[(bucket, "train", "failed", "1800.0")] == 1
+    assert samples[(bucket, "audit", "succeeded", "1.0")] == 1
+    outcomes = {outcome for _, _, outcome, _ in samples}
+    assert outcomes == {"succeeded", "failed"}, outcomes  # running: not ended; canceled before it started
+
+
 def test_openapi_documents_the_contract(app):
     spec = app.openapi()
     paths = spec["paths"]
