@@ -202,13 +202,14 @@ class Client:
     ) -> Path:
         """Save the results as CSV (``format="csv"``) or the report as one self-contained HTML file
         (``"html"``) to ``dest_path`` (a file, or a folder to put it in under the server's name,
-        ``<id>-results.csv`` / ``<id>-report.html``) and return the path; a failure leaves nothing behind."""
+        ``<id>-results.csv`` / ``<id>-report.html``; ``out/`` is a folder, created if need be) and return
+        the path; a failure leaves nothing behind."""
         if format not in EXPORTS:
             raise ClientError(f"format: {format!r} is not one of {', '.join(EXPORTS)}")
         path, params = EXPORTS[format]
         response = self._request("GET", f"/v1/audits/{audit_id}/{path}", params=params, retry=True)
         dest = Path(dest_path)
-        if dest.is_dir():
+        if _folder(dest_path):
             dest = dest / _served_filename(response, fallback=f"{audit_id}.{format}")
         with _replacing(dest) as fh:
             fh.write(response.content)
@@ -318,7 +319,7 @@ class Client:
         server's sha256, and only then renamed into place: a failed download leaves nothing behind."""
         dest = Path(dest_path)
         with self._stream("GET", f"/v1/artifacts/{artifact_id}") as response:
-            if dest.is_dir():
+            if _folder(dest_path):
                 dest = dest / _served_filename(response, fallback=artifact_id)
             digest = hashlib.sha256()
             with _replacing(dest) as fh:
@@ -413,6 +414,15 @@ def _replacing(dest: Path) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _folder(dest_path: str | os.PathLike[str]) -> bool:
+    """Whether ``dest_path`` names a folder: an existing one, or one written with a trailing separator
+    (``out/``), which is created."""
+    text = os.fspath(dest_path)
+    if text.endswith(("/", os.sep)) and not Path(text).is_dir():
+        Path(text).mkdir(parents=True)
+    return Path(text).is_dir()
 
 
 def _served_filename(response: httpx.Response, *, fallback: str) -> str:

@@ -40,7 +40,7 @@ def register(subparsers: Subparsers) -> None:
     artifacts = _group(subparsers, "artifacts", "download artifacts (weights, arrays, plots)")
     get = artifacts.add_parser("get", parents=[common], help="download an artifact")
     get.add_argument("artifact_id")
-    get.add_argument("-o", "--output", type=Path, default=Path("."),
+    get.add_argument("-o", "--output", type=str, default=Path("."),
                      help="file or folder to save to (default: the server's file name, here)")  # fmt: skip
     get.set_defaults(handler=get_artifact)
 
@@ -187,9 +187,9 @@ def _register_audits(subparsers: Subparsers, common: argparse.ArgumentParser) ->
     export.add_argument(
         "-o",
         "--output",
-        type=Path,
+        type=str,  # not Path, which drops the trailing '/' of a folder to create (out/)
         default=Path("."),
-        help="file or folder to save to (default: <id>-results.csv or <id>-report.html, here)",
+        help="file or folder (out/: created) to save to (default: <id>-results.csv or <id>-report.html)",
     )
     export.set_defaults(handler=export_audit)
 

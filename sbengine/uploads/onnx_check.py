@@ -112,10 +112,13 @@ def _walk(model: Any, max_bytes: int) -> tuple[int, list[str]]:
                 f"operator domain {opset.domain[:100]!r} is not allowed: only the standard ONNX operators "
                 "and ai.onnx.ml (custom operators would need code on the server)"
             )
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    standard = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
     newest = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= opset <= newest:
-        raise Rejected(f"opset {opset} is outside the supported range {MIN_OPSET}..{newest}")
+    if standard and not MIN_OPSET <= max(standard) <= newest:
+        raise Rejected(f"opset {max(standard)} is outside the supported range {MIN_OPSET}..{newest}")
+    # A graph of ai.onnx.ml operators only (onnxmltools' XGBoost and LightGBM) imports no standard opset.
+    if not standard and any(node.domain in ("", "ai.onnx") for node in model.graph.node):
+        raise Rejected("the graph uses standard ONNX operators but imports no standard opset")
     graph = model.graph
     if len(graph.sparse_initializer):
         raise Rejected("sparse initializers are not supported; store the weights dense")

@@ -114,6 +114,10 @@ def test_export_csv_and_html_write_the_files(sb, audits, capsys, tmp_path, monke
     html = (tmp_path / f"{audit}-report.html").read_text()
     assert code == 0 and out.strip() == str(tmp_path / f"{audit}-report.html")
     assert html.startswith("<!doctype html>") and "href=" not in html
+    # A folder written with a trailing '/' is created, as docs/cli.md shows (not a file named 'out').
+    code, out, _ = run(capsys, "audits", "export", audit, "--format", "html", "-o", "out/")
+    assert code == 0 and out.strip() == f"out/{audit}-report.html"
+    assert (tmp_path / "out" / f"{audit}-report.html").read_text() == html
     # `audits report` saves the same file, under its own default name.
     code, out, _ = run(capsys, "audits", "report", audit)
     assert (

@@ -165,6 +165,48 @@ def test_files_that_are_not_graphs_are_refused(client, auth, settings):
     assert "opset 5 is outside the supported range" in detail
 
 
+def test_a_graph_of_ai_onnx_ml_operators_only_needs_no_standard_opset(client, auth, settings):
+    """onnxmltools' XGBoost and LightGBM graphs import ai.onnx.ml alone: forward only, not 'opset 0'."""
+    node = helper.make_node(
+        "LinearClassifier",
+        ["x"],
+        ["label", "scores"],
+        domain="ai.onnx.ml",
+        coefficients=[1.0, -1.0, 0.5, -0.5, 0.25, -0.25],
+        intercepts=[0.0, 0.1],
+        classlabels_ints=[0, 1],
+    )
+    graph = helper.make_graph(
+        [node],
+        "ml-only",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 2]),
+        ],
+    )
+    relu = helper.make_node("Relu", ["x"], ["y"])
+    standard_without_import = helper.make_model(
+        helper.make_graph(
+            [relu],
+            "relu",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        ),
+        opset_imports=[helper.make_opsetid("ai.onnx.ml", 1)],
+        ir_version=8,
+    )
+    detail = _refused(client, auth, settings, _bytes(standard_without_import))
+    assert "imports no standard opset" in detail
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 1)], ir_version=8)
+    response = upload(client, auth, ROUTE, _bytes(model), filename="ml.onnx")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["input_shape"] == [3] and body["num_classes"] == 2
+    assert body["capabilities"]["runtime"] == "onnxruntime"
+    assert body["capabilities"]["blocked_by"] == ["ai.onnx.ml.LinearClassifier"]
+
+
 def test_models_without_a_formula_are_budgeted_on_their_measured_cost(client, auth):
     """The validator measures what the service cannot compute without torch; audits are budgeted on it
     (training a library architecture by name: tests/service/test_train_library.py)."""
