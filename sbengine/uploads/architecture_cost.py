@@ -17,6 +17,7 @@ from typing import Any
 
 from sbengine.uploads.formats import Rejected
 from sbengine.uploads.messages import one_line
+from sbengine.uploads.skeleton import meta_skeleton
 
 
 def measure_architecture(request: dict[str, Any]) -> dict[str, Any]:
@@ -26,21 +27,9 @@ def measure_architecture(request: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from sbengine.models import build_model, resolve_architecture
     from sbengine.models.cost import measure_cost
 
-    shape = tuple(int(n) for n in request["input_shape"])
-    num_classes = int(request["num_classes"])
-    try:
-        architecture = resolve_architecture(request["architecture"])
-        with torch.device("meta"):
-            network = build_model(architecture, input_shape=shape, num_classes=num_classes)
-    except ValueError as exc:
-        raise Rejected(str(exc), field="body.architecture") from None
-    except Exception as exc:  # a library builder choking on an option it accepted by name
-        raise Rejected(
-            f"cannot build {request['architecture']}: {one_line(exc)}", field="body.architecture"
-        ) from None
+    architecture, shape, num_classes, network = meta_skeleton(request)
     network.eval()
     try:
         with torch.device("meta"):

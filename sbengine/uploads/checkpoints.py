@@ -13,6 +13,7 @@ from typing import Any
 
 from sbengine.uploads.formats import Rejected, inspect_zip, parse_safetensors_header
 from sbengine.uploads.messages import MAX_LISTED, listed, one_line
+from sbengine.uploads.skeleton import meta_skeleton
 
 
 def _describe(architecture: dict[str, Any]) -> str:
@@ -124,17 +125,10 @@ def check_checkpoint(request: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     from safetensors.torch import save_file
 
-    from sbengine.models import build_model, resolve_architecture
+    from sbengine.models import build_model
     from sbengine.models.normalize import Normalized
 
-    shape = tuple(int(n) for n in request["input_shape"])
-    num_classes = int(request["num_classes"])
-    try:
-        architecture = resolve_architecture(request["architecture"])
-        with torch.device("meta"):
-            skeleton = build_model(architecture, input_shape=shape, num_classes=num_classes)
-    except ValueError as exc:
-        raise Rejected(str(exc), field="body.architecture") from None
+    architecture, shape, num_classes, skeleton = meta_skeleton(request)
     model = f"{_describe(architecture)} for inputs {shape} and {num_classes} classes"
     reference = skeleton.state_dict()
     expected = {k: tuple(v.shape) for k, v in reference.items()}
