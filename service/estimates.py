@@ -58,12 +58,26 @@ def _row_fields(body: DatasetCreate) -> tuple[str, ...]:
     return ("body.n_train", "body.n_val", "body.n_test", source)
 
 
+def requested_sizes(body: DatasetCreate) -> dict[str, int]:
+    """Rows per split a dataset request will generate, the sizes it leaves out at their defaults (image
+    presets: MNIST-CIFAR's pairs, the validation rows taken from the training ones)."""
+    if body.preset in IMAGE_PRESETS:
+        n_val = body.n_val if body.n_val is not None else IMAGE_VAL_DEFAULT
+        return {
+            "train": body.n_train if body.n_train is not None else max(0, IMAGE_TRAIN_PAIRS - n_val),
+            "val": n_val,
+            "test": body.n_test if body.n_test is not None else IMAGE_TEST_PAIRS,
+        }
+    defaults = body.default_sizes()
+    given = {"train": body.n_train, "val": body.n_val, "test": body.n_test}
+    return {split: n if n is not None else defaults[f"n_{split}"] for split, n in given.items()}
+
+
 def dataset_estimate(body: DatasetCreate) -> Estimate:
     """generate_dataset from its request (sizes the request leaves out at their defaults)."""
     if body.preset in IMAGE_PRESETS:
         return _image_estimate(body)
-    defaults = body.default_sizes()
-    n = sum(getattr(body, s) if getattr(body, s) is not None else defaults[s] for s in defaults)
+    n = sum(requested_sizes(body).values())
     d = sum(b.count for b in body.blocks) if body.blocks is not None else PRESET_FEATURES[body.preset or ""]
     rotate = body.rotate is not False
     rows = _row_fields(body)
@@ -87,10 +101,8 @@ def dataset_estimate(body: DatasetCreate) -> Estimate:
 
 
 def _image_estimate(body: DatasetCreate) -> Estimate:
-    n_val = body.n_val if body.n_val is not None else IMAGE_VAL_DEFAULT
-    n_train = body.n_train if body.n_train is not None else max(0, IMAGE_TRAIN_PAIRS - n_val)
-    n_test = body.n_test if body.n_test is not None else IMAGE_TEST_PAIRS
-    n, largest = n_train + n_val + n_test, max(n_train, n_val, n_test)
+    sizes = requested_sizes(body)
+    n, largest = sum(sizes.values()), max(sizes.values())
     rows = _row_fields(body)
     memory = [
         Part("job process", RUNTIME_BYTES),

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.errors import Problem
-from service.estimates import IMAGE_FEATURES, IMAGE_TEST_PAIRS, IMAGE_TRAIN_PAIRS, IMAGE_VAL_DEFAULT
+from service.estimates import IMAGE_FEATURES, requested_sizes
 from service.jobstore import lock_input
 from service.models import Dataset, Model
 from service.schemas.datasets import IMAGE_PRESETS, PRESET_FEATURES, DatasetCreate
@@ -63,22 +63,10 @@ def dataset_description(row: Dataset) -> dict[str, Any]:
     if row.status == "ready" or row.description:
         return dict(row.description or {})
     body = DatasetCreate.model_validate(row.spec)
+    sizes = requested_sizes(body)
     if body.preset in IMAGE_PRESETS:
-        n_val = body.n_val if body.n_val is not None else IMAGE_VAL_DEFAULT
-        sizes = {
-            "train": body.n_train if body.n_train is not None else max(0, IMAGE_TRAIN_PAIRS - n_val),
-            "val": n_val,
-            "test": body.n_test if body.n_test is not None else IMAGE_TEST_PAIRS,
-        }
         shape, blocks, rotated = IMAGE_SHAPE, PRESET_BLOCKS, False
     else:
-        defaults = body.default_sizes()
-        sizes = {
-            split: getattr(body, f"n_{split}")
-            if getattr(body, f"n_{split}") is not None
-            else defaults[f"n_{split}"]
-            for split in ("train", "val", "test")
-        }
         if body.blocks is not None:
             shape, blocks = [sum(b.count for b in body.blocks)], len(body.blocks)
         else:
